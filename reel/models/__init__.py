@@ -1,0 +1,1 @@
+"""DiT, its layers, and text encoders."""

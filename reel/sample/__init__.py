@@ -1,0 +1,1 @@
+"""Solvers, guidance and text-to-video sampling."""
