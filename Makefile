@@ -22,10 +22,15 @@ test: $(STAMP)
 	$(PY) -m pytest tests
 
 demo: $(STAMP)
-	$(REEL) data make-shapes out_dir=$(DEMO_DIR)/shapes num_clips=24 height=64 width=64 num_frames=17
-	$(REEL) eval world manifest=$(DEMO_DIR)/shapes/metadata.jsonl
-	$(REEL) data check data=folder data.metadata=$(DEMO_DIR)/shapes/metadata.jsonl \
-		train.batch_size=4 contact_sheet=$(DEMO_DIR)/contact_sheet.png
+	rm -rf $(DEMO_DIR)
+	# two canvas sizes, so the folder dataset has two buckets to fill
+	$(REEL) data make-shapes out_dir=$(DEMO_DIR)/shapes/64x64 num_clips=24 height=64 width=64 num_frames=17
+	$(REEL) data make-shapes out_dir=$(DEMO_DIR)/shapes/64x96 num_clips=12 height=64 width=96 num_frames=17 seed=1
+	$(REEL) eval world manifest=$(DEMO_DIR)/shapes/64x64
+	$(REEL) data scan dir=$(DEMO_DIR)/shapes out=$(DEMO_DIR)/shapes/all.jsonl
+	$(REEL) data check data=folder data.metadata=$(DEMO_DIR)/shapes/all.jsonl data.crop=center \
+		data.buckets=[64x64x17:4,64x96x17:3] contact_sheet=$(DEMO_DIR)/contact_sheet.png \
+		train.run_dir=$(DEMO_DIR)/run
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -50,7 +50,7 @@ def check_dataset(cfg: DictConfig, max_batches: Optional[int] = None, contact_sh
     bar.close()
     counter.finish()
     summary = {"dataset": cfg.data.name, "kind": cfg.data.kind, "clips": clips, "batches": batches,
-               "buckets": dict(per_bucket), **{k: v for k, v in counter.summary().items() if k != "seen"},
+               "buckets": dict(per_bucket), "skipped": counter.summary()["skipped"], "skipped_paths": counter.summary()["paths"],
                "seconds": round(time.perf_counter() - start, 3)}
     if contact_sheet and sheet_videos:
         from reel.data.contact_sheet import write_contact_sheet
