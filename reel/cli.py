@@ -71,7 +71,8 @@ def _expand_aliases(cmd: Command, overrides: list[str]) -> list[str]:
 def run(argv: Sequence[str]) -> int:
     from reel.config.compose import load_config
 
-    argv = list(argv)
+    # the DeepSpeed launcher appends --local_rank=N; the rank comes from the environment instead
+    argv = [a for a in argv if not a.startswith("--local_rank")]
     show_help = any(a in ("-h", "--help") for a in argv)
     print_cfg = "--cfg" in argv
     if print_cfg:

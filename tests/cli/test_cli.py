@@ -54,5 +54,9 @@ def test_command_shorthands_map_to_config_keys():
 
 
 def test_entry_points_not_yet_built_say_so_with_status_3():
-    result = run_reel("train", "experiment=shapes-64")
+    result = run_reel("train", "dit", "experiment=shapes-64")
     assert result.returncode == 3 and "not available yet" in result.stderr
+
+
+def test_train_without_a_trainer_kind_is_a_user_error():
+    assert_one_line_error(run_reel("train", "experiment=shapes-64"), "reel train ae")
