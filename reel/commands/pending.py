@@ -9,11 +9,6 @@ from reel.commands import Command, NotAvailable
 
 
 @dataclass
-class TrainArgs:
-    pass
-
-
-@dataclass
 class SampleArgs:
     checkpoint: Optional[str] = None
     prompt: Optional[str] = None
@@ -42,8 +37,6 @@ def _not_yet(what: str):
 
 
 COMMANDS = [
-    Command(("train",), "train a model from the config (engine: DeepSpeed)", _not_yet(
-        "reel train: the DeepSpeed training engine is not in this version"), TrainArgs),
     Command(("sample",), "sample videos from prompts", _not_yet(
         "reel sample: no DiT or sampler in this version"), SampleArgs,
         aliases={"num_frames": "sample.num_frames", "height": "sample.height", "width": "sample.width",
