@@ -1,0 +1,145 @@
+"""Autoencoder checkpoint folders: model.safetensors (weights + latent stats) and config.yaml.
+
+config.yaml is the `autoencoder` config node with its arch fully resolved, so a folder rebuilds
+the same model even if the builder's defaults change later. Weights are read only through
+safetensors. A folder is written under a temporary name and renamed into place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+import torch.nn as nn
+from omegaconf import OmegaConf
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from reel.autoencoders.arch import KIND, autoencoder_config_dict, plain_config, resolve_arch
+from reel.autoencoders.model import VideoAutoencoder
+from reel.config.schema import AutoencoderConfig
+from reel.errors import ReelError
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.yaml"
+LATENT_STATS = ("latent_mean", "latent_std")  # kept in fp32 whatever the weights' dtype
+EXTRA_INFO_KEY = "reel_extra_info"
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The autoencoder inside a DDP/DeepSpeed (.module) or torch.compile (._orig_mod) wrapper."""
+    while isinstance(getattr(model, "module", None), nn.Module) or isinstance(getattr(model, "_orig_mod", None),
+                                                                              nn.Module):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def save_autoencoder(model: nn.Module, path: Union[str, Path], cfg_autoencoder: Any,
+                     dtype: torch.dtype = torch.float16, extra_info: Optional[dict] = None) -> Path:
+    """Write `path/` = model.safetensors + config.yaml atomically; returns the folder."""
+    model = _unwrap(model)
+    if not isinstance(model, VideoAutoencoder):
+        raise TypeError(f"save_autoencoder needs a VideoAutoencoder, got {type(model).__name__}")
+    arch = resolve_arch(cfg_autoencoder)
+    if arch != model.arch:
+        name = plain_config(cfg_autoencoder).get("name")
+        raise ReelError(f"autoencoder config {name}: does not describe the model being saved (its resolved arch "
+                        f"differs)")
+    tensors = {name: t.detach().to("cpu", torch.float32 if name in LATENT_STATS or not t.is_floating_point()
+                                   else dtype).contiguous()
+               for name, t in model.state_dict().items()}
+    metadata = {"format": "pt", "kind": KIND}
+    if extra_info:
+        metadata[EXTRA_INFO_KEY] = json.dumps(extra_info, default=str)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata=metadata)
+        OmegaConf.save(OmegaConf.create(autoencoder_config_dict(cfg_autoencoder, arch)), tmp / CONFIG_FILE)
+        _replace_dir(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _replace_dir(new: Path, path: Path) -> None:
+    """Rename `new` to `path`; an existing folder is moved aside first, then removed."""
+    old = None
+    if path.exists():
+        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(path, old)
+    os.replace(new, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_autoencoder_config(path: Union[str, Path]):
+    """The checked `autoencoder` config node stored in a checkpoint folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ReelError(f"autoencoder checkpoint {path}: no such folder")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise ReelError(f"autoencoder checkpoint {path}: {name} is missing (a checkpoint folder holds "
+                            f"{WEIGHTS_FILE} and {CONFIG_FILE})")
+    try:
+        stored = OmegaConf.load(path / CONFIG_FILE)
+        return OmegaConf.merge(OmegaConf.structured(AutoencoderConfig), stored)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ReelError(f"{path / CONFIG_FILE}: not a valid autoencoder config ({first})") from None
+
+
+def read_extra_info(path: Union[str, Path]) -> dict:
+    """The `extra_info` given to save_autoencoder ({} if none)."""
+    with safe_open(str(Path(path) / WEIGHTS_FILE), framework="pt") as f:
+        text = (f.metadata() or {}).get(EXTRA_INFO_KEY)
+    return json.loads(text) if text else {}
+
+
+def load_autoencoder(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
+                     dtype: torch.dtype = torch.float32) -> VideoAutoencoder:
+    """Rebuild the autoencoder of a checkpoint folder from its config.yaml and load its weights, in eval mode."""
+    path = Path(path)
+    cfg = read_autoencoder_config(path)
+    weights = path / WEIGHTS_FILE
+    with torch.device("meta"):
+        model = VideoAutoencoder(resolve_arch(cfg))
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            stored = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise ReelError(f"{weights}: not a readable safetensors file ({exc})") from None
+    for name, shape in expected.items():
+        if name not in stored:
+            raise ReelError(f"{weights}: weights do not match {path / CONFIG_FILE}: {name} is missing from the file")
+        if stored[name] != shape:
+            raise ReelError(f"{weights}: weights do not match {path / CONFIG_FILE}: {name} has shape "
+                            f"{list(stored[name])} in the file, the config builds {list(shape)}")
+    unexpected = [name for name in stored if name not in expected]
+    if unexpected:
+        raise ReelError(f"{weights}: weights do not match {path / CONFIG_FILE}: {unexpected[0]} is not in the model")
+    model.load_state_dict(load_file(str(weights), device=str(device)), assign=True)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def autoencoder_from_config(cfg_autoencoder: Any, device: Union[str, torch.device] = "cpu",
+                            dtype: torch.dtype = torch.float32) -> VideoAutoencoder:
+    """The checkpoint at `autoencoder.checkpoint` when set (its factors must match the config), else a new model."""
+    cfg = plain_config(cfg_autoencoder)
+    if not cfg.get("checkpoint"):
+        return VideoAutoencoder(resolve_arch(cfg)).to(device=device, dtype=dtype)
+    model = load_autoencoder(cfg["checkpoint"], device, dtype)
+    for key in ("spatial_factor", "temporal_factor", "latent_channels"):
+        if cfg.get(key) != getattr(model, key):
+            raise ReelError(f"autoencoder.{key}={cfg.get(key)}: the checkpoint {cfg['checkpoint']} has "
+                            f"{key}={getattr(model, key)}")
+    return model
