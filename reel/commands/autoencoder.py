@@ -16,7 +16,7 @@ from reel.errors import ReelError
 
 @dataclass
 class EvalAutoencoderArgs:
-    checkpoint: str = MISSING  # an autoencoder folder (config.yaml + model.safetensors)
+    checkpoint: Optional[str] = None  # an autoencoder folder (config.yaml + model.safetensors); default: the demo AE
     num_clips: Optional[int] = None  # default: every clip of the dataset (data.split picks train/eval)
     chunked: bool = True  # streamed chunk by chunk, as the long-video sampler decodes
     recon_dir: Optional[str] = None  # also write reconstructions (mp4 + manifest.jsonl for `reel eval world`)
@@ -44,6 +44,9 @@ def eval_autoencoder_command(cfg, args: EvalAutoencoderArgs) -> int:
     from reel.data.video_io import to_uint8, write_video
     from reel.train.autoencoder_objective import psnr, ssim
 
+    from reel.assets import demo_autoencoder_path
+
+    args.checkpoint = args.checkpoint or str(demo_autoencoder_path())
     model = load_autoencoder(args.checkpoint)
     clips, sheet, captions, manifest = [], [], [], []
     items = list(_eval_items(cfg, args.num_clips))
@@ -88,8 +91,7 @@ class StatsArgs:
 
 @torch.no_grad()
 def autoencoder_stats_command(cfg, args: StatsArgs) -> int:
-    from reel.autoencoders import load_autoencoder, save_autoencoder
-    from reel.autoencoders.io import read_autoencoder_config
+    from reel.autoencoders import load_autoencoder, read_autoencoder_config, read_extra_info, save_autoencoder
 
     model = load_autoencoder(args.checkpoint)
     total = total_sq = None
@@ -105,7 +107,7 @@ def autoencoder_stats_command(cfg, args: StatsArgs) -> int:
     std = (total_sq / count - mean ** 2).clamp_min(1e-12).sqrt()
     model.set_latent_stats(mean.float(), std.float())
     save_autoencoder(model, args.checkpoint, read_autoencoder_config(args.checkpoint),
-                     dtype=next(iter(model.state_dict().values())).dtype, extra_info={"latent_stats_clips": len(items)})
+                     dtype=next(iter(model.state_dict().values())).dtype, extra_info={**read_extra_info(args.checkpoint), "latent_stats_clips": len(items)})
     print(json.dumps({"checkpoint": args.checkpoint, "clips": len(items), "mean": mean.tolist(),
                       "std": std.tolist()}))
     return 0

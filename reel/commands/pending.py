@@ -24,11 +24,6 @@ class ExportArgs:
     dtype: str = "fp16"
 
 
-@dataclass
-class InfoArgs:
-    checkpoint: Optional[str] = None
-
-
 def _not_yet(what: str):
     def handler(cfg, args):
         raise NotAvailable(f"{what}; the config is valid (print it with --cfg job)")
@@ -44,6 +39,4 @@ COMMANDS = [
                  "solver": "sample.solver"}),
     Command(("export",), "export a checkpoint to safetensors", _not_yet(
         "reel export: no checkpoints exist in this version"), ExportArgs),
-    Command(("info",), "describe a checkpoint or export", _not_yet(
-        "reel info: no checkpoints exist in this version"), InfoArgs),
 ]

@@ -1,0 +1,70 @@
+"""`reel info`: what a checkpoint holds, or what the configured models would be."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from reel.commands import Command
+from reel.errors import ReelError
+
+
+@dataclass
+class InfoArgs:
+    checkpoint: Optional[str] = None  # an autoencoder folder or a training run; none: the configured models
+
+
+def _autoencoder_info(path: Path) -> dict:
+    from reel.autoencoders import autoencoder_summary, load_autoencoder, read_extra_info
+
+    model = load_autoencoder(path)
+    dtypes = sorted({str(v.dtype).replace("torch.", "") for v in _stored_tensors(path).values()})
+    return {"checkpoint": str(path), **autoencoder_summary(model), "stored_dtypes": dtypes,
+            "latent_stats": bool((model.latent_std != 1).any() or (model.latent_mean != 0).any()),
+            "training": read_extra_info(path)}
+
+
+def _stored_tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def _run_info(path: Path) -> dict:
+    from reel.train.checkpoint import load_training_checkpoint
+
+    ckpt = load_training_checkpoint(path)
+    params = sum(v.numel() for v in ckpt.ema.values())
+    return {"checkpoint": str(path), "kind": "training run", "step": ckpt.step, "ema_values": params,
+            "autoencoder": ckpt.config.get("autoencoder", {}).get("name") if hasattr(ckpt.config, "get") else None}
+
+
+def _configured_models(cfg) -> dict:
+    from reel.autoencoders import autoencoder_summary, build_autoencoder
+
+    with torch.device("meta"):  # parameter counts without allocating research-scale weights
+        ae = build_autoencoder(cfg.autoencoder)
+    return {"autoencoder": {"name": cfg.autoencoder.name, **autoencoder_summary(ae)}}
+
+
+def info_command(cfg, args: InfoArgs) -> int:
+    if args.checkpoint is None:
+        print(json.dumps(_configured_models(cfg), indent=2))
+        return 0
+    path = Path(args.checkpoint)
+    if not path.exists():
+        raise ReelError(f"checkpoint={path}: no such file or folder")
+    if (path / "model.safetensors").is_file() and (path / "config.yaml").is_file() and not (path / "MANIFEST.json").exists():
+        print(json.dumps(_autoencoder_info(path), indent=2))
+    else:
+        print(json.dumps(_run_info(path), indent=2))
+    return 0
+
+
+COMMANDS = [
+    Command(("info",), "describe a checkpoint, or the configured models (parameter counts)", info_command,
+            InfoArgs, doc="Examples: reel info autoencoder=dc-ae-v-f32t4c32\n          reel info checkpoint=DIR"),
+]

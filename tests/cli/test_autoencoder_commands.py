@@ -1,0 +1,67 @@
+"""`reel train ae`, `reel eval autoencoder`, `reel autoencoder stats`, `reel info` end to end (tiny AE)."""
+import json
+
+import pytest
+import torch
+
+from reel.autoencoders import load_autoencoder
+from tests.conftest import run_reel
+
+TINY = ["autoencoder=dc-ae-v-tiny", "data.height=32", "data.width=32", "data.num_frames=9",
+        "logging.wandb=false", "logging.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ae_run")
+    result = run_reel("train", "ae", *TINY, f"train.run_dir={run_dir}", "train.steps=8", "train.batch_size=2",
+                      "train.lr=2e-3", "train.warmup_steps=1", "train.ckpt_every=4", "train.log_every=1",
+                      "train.preview_every=4", "train.precision=fp32", "preview_clips=2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir
+
+
+def test_training_writes_checkpoints_previews_and_the_ema_autoencoder(trained):
+    assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == ["step_0000004", "step_0000008"]
+    assert list((trained / "previews").rglob("*.png"))
+    log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 9))
+    assert log[-1]["loss"] < log[0]["loss"]  # the objective goes down even in 8 steps
+    assert {"psnr", "ssim", "l1", "grad_norm", "lr", "samples_per_s"} <= set(log[-1])
+    model = load_autoencoder(trained / "autoencoder")
+    assert model.spatial_factor == 8 and model.temporal_factor == 4
+
+
+def test_stats_then_eval_reports_psnr_and_ssim(trained, tmp_path):
+    ae = trained / "autoencoder"
+    stats = run_reel("autoencoder", "stats", f"checkpoint={ae}", *TINY, "num_clips=6")
+    assert stats.returncode == 0, stats.stderr[-2000:]
+    model = load_autoencoder(ae)
+    assert not torch.equal(model.latent_std, torch.ones_like(model.latent_std))
+
+    evaluated = run_reel("eval", "autoencoder", f"checkpoint={ae}", *TINY, "num_clips=3",
+                         f"recon_dir={tmp_path / 'recon'}", f"side_by_side={tmp_path / 'side.png'}",
+                         f"out={tmp_path / 'report.json'}")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    lines = [json.loads(line) for line in evaluated.stdout.strip().splitlines()]
+    assert len(lines) == 4 and {"psnr", "ssim", "clip"} <= set(lines[0])
+    summary = lines[-1]
+    assert summary["num_clips"] == 3 and 0 < summary["psnr"] < 60 and -1 <= summary["ssim"] <= 1
+    assert len((tmp_path / "recon" / "manifest.jsonl").read_text().splitlines()) == 3
+    assert (tmp_path / "side.png").stat().st_size > 0
+    scored = run_reel("eval", "world", f"manifest={tmp_path / 'recon'}")  # reconstructions are scoreable
+    assert scored.returncode == 0 and json.loads(scored.stdout)["num_clips"] == 3
+
+
+def test_info_on_export_run_and_presets(trained):
+    ae = json.loads(run_reel("info", f"checkpoint={trained / 'autoencoder'}").stdout)
+    assert ae["kind"] == "dc_ae_v" and ae["params"] > 0
+    run = json.loads(run_reel("info", f"checkpoint={trained}").stdout)
+    assert run["step"] == 8 and run["autoencoder"] == "dc-ae-v-tiny"
+    preset = json.loads(run_reel("info", "autoencoder=dc-ae-v-f32t4c32").stdout)
+    assert 50e6 < preset["autoencoder"]["params"] < 1e9
+
+
+def test_missing_checkpoint_is_one_line(tmp_path):
+    result = run_reel("eval", "autoencoder", f"checkpoint={tmp_path / 'nope'}")
+    assert result.returncode == 2 and "nope" in result.stderr.strip().splitlines()[-1]
