@@ -144,6 +144,7 @@ class AutoencoderObjective:
         d_loss.backward()
         self._average_disc_grads()
         self.disc_opt.step()
+        self.disc_opt.zero_grad(set_to_none=True)
         for p in self.disc.parameters():
             p.requires_grad_(False)  # the generator's loss must not train the discriminator
         metrics["gan_d"] = d_loss.item()
