@@ -44,10 +44,14 @@ def _run_info(path: Path) -> dict:
 
 def _configured_models(cfg) -> dict:
     from reel.autoencoders import autoencoder_summary, build_autoencoder
+    from reel.models.dit import build_dit, dit_summary
 
+    text_dim = cfg.text_encoder.dim or 384
     with torch.device("meta"):  # parameter counts without allocating research-scale weights
         ae = build_autoencoder(cfg.autoencoder)
-    return {"autoencoder": {"name": cfg.autoencoder.name, **autoencoder_summary(ae)}}
+        dit = build_dit(cfg.model, cfg.autoencoder.latent_channels, text_dim)
+    return {"autoencoder": {"name": cfg.autoencoder.name, **autoencoder_summary(ae)},
+            "model": {"name": cfg.model.name, "text_dim": text_dim, "params": dit_summary(dit)}}
 
 
 def info_command(cfg, args: InfoArgs) -> int:

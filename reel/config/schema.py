@@ -69,6 +69,18 @@ class ModelConfig:
     sparse_window: List[int] = field(default_factory=lambda: [3, 3, 3])  # tiles in each neighbourhood
     causal_chunk: Optional[int] = None  # latent frames per chunk in block-causal mode
     gradient_checkpointing: bool = False
+    sparse_backend: str = "gather"  # gather (any device) | flex (compiled flex_attention; GPU only for training)
+    qk_norm: str = "rms_across_heads"  # rms_across_heads (SANA-Video, Wan) | rms_per_head | none
+    qk_norm_eps: float = 1e-6
+    qkv_bias: bool = False  # bias of the self-attention q/k/v projections (Wan: true)
+    rope_axes_dim: Optional[List[int]] = None  # (t, h, w) channels of each head that RoPE rotates; None: Wan's split
+    rope_theta: float = 10000.0
+    ffn: str = "mixffn"  # mixffn | mlp (Wan's GELU MLP)
+    mixffn_temporal: str = "depthwise"  # depthwise (3x3 then temporal k, per channel) | dense (SANA-Video) | none
+    mixffn_temporal_kernel: int = 3
+    cross_attention_norm: bool = False  # LayerNorm before cross-attention (Wan)
+    caption_norm: bool = True  # RMSNorm after the caption projection (SANA-Video)
+    timestep_scale: float = 1000.0  # flow-matching t in [0, 1] times this feeds the sinusoidal embedding
 
 
 @dataclass

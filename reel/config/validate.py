@@ -119,7 +119,31 @@ def _validate_model(cfg: DictConfig) -> None:
     for key in ("sparse_tile", "sparse_window"):
         if len(model[key]) != 3 or min(model[key]) < 1:
             _fail(f"model.{key}", list(model[key]), "must be three positive sizes (t, h, w)")
+    if any(w % 2 == 0 for w in model.sparse_window):
+        _fail("model.sparse_window", list(model.sparse_window),
+              "must be odd sizes (a window centred on the query tile)")
     _positive("model.causal_chunk", model.causal_chunk, allow_none=True)
+    pt = model.patch_size[0]
+    if model.causal_chunk is not None and model.causal_chunk % pt:
+        _fail("model.causal_chunk", model.causal_chunk, f"must be a multiple of the temporal patch {pt}")
+    if model.causal_chunk is not None and "sparse" in kinds and (model.causal_chunk // pt) % model.sparse_tile[0]:
+        _fail("model.causal_chunk", model.causal_chunk,
+              f"must hold whole sparse tiles of {model.sparse_tile[0]} frames (after the temporal patch {pt})")
+    _choice("model.sparse_backend", model.sparse_backend, ("gather", "flex"))
+    _choice("model.qk_norm", model.qk_norm, ("rms_across_heads", "rms_per_head", "none"))
+    _choice("model.ffn", model.ffn, ("mixffn", "mlp"))
+    _choice("model.mixffn_temporal", model.mixffn_temporal, ("depthwise", "dense", "none"))
+    if model.mixffn_temporal_kernel < 1 or model.mixffn_temporal_kernel % 2 == 0:
+        _fail("model.mixffn_temporal_kernel", model.mixffn_temporal_kernel, "must be a positive odd size")
+    for key in ("qk_norm_eps", "rope_theta", "timestep_scale"):
+        _positive(f"model.{key}", model[key])
+    head_dim = model.hidden_size // model.num_heads
+    if head_dim % 2:
+        _fail("model.hidden_size", model.hidden_size, f"gives head dim {head_dim}; RoPE needs an even head dim")
+    axes = model.rope_axes_dim
+    if axes is not None and (len(axes) != 3 or any(d < 0 or d % 2 for d in axes) or sum(axes) > head_dim):
+        _fail("model.rope_axes_dim", list(axes),
+              f"must be three even sizes (t, h, w) summing to at most the head dim {head_dim}")
     sp = cfg.distributed.sp_size
     _positive("distributed.sp_size", sp)
     if sp > 1 and any(k != "linear" for k in kinds) and model.num_heads % sp:

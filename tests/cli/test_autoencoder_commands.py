@@ -60,6 +60,8 @@ def test_info_on_export_run_and_presets(trained):
     assert run["step"] == 8 and run["autoencoder"] == "dc-ae-v-tiny"
     preset = json.loads(run_reel("info", "autoencoder=dc-ae-v-f32t4c32").stdout)
     assert 50e6 < preset["autoencoder"]["params"] < 1e9
+    big = json.loads(run_reel("info", "model=dit-2b").stdout)["model"]["params"]["total"]
+    assert 1.5e9 < big < 2.5e9  # about SANA-Video 2B
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):

@@ -1,0 +1,255 @@
+"""The video diffusion transformer: patchify, N blocks of (self-attention, cross-attention to text,
+feed-forward) under AdaLN-single timestep modulation, final AdaLN + linear + unpatchify.
+
+Timesteps are flow-matching times in [0, 1] (1 is noise), scaled by `timestep_scale` before the
+sinusoidal embedding; the model predicts the velocity. Tokens are ordered (t, h, w), frames
+first, so a contiguous slice of the sequence is a range of frames.
+
+Block-causal mode (`causal_chunk` latent frames): a token sees its own chunk and earlier ones.
+Chunk-by-chunk generation:
+
+    cache = model.init_cache()
+    for each chunk:
+        for each solver step:  v = model.forward_chunk(z, t, text, mask, cache)
+        model.forward_chunk(z_clean, t_clean, text, mask, cache, update_cache=True)   # commit
+
+which equals running the causal model over the whole video.
+"""
+from __future__ import annotations
+
+import math
+from itertools import repeat
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.checkpoint import checkpoint
+
+from reel.config.schema import ModelConfig
+from reel.config.validate import attention_kinds
+from reel.models.attention import CrossAttention, RMSNorm, SelfAttention, make_attention_core
+from reel.models.cache import BlockCache, DiTCache, KVCache, LinearStateCache
+from reel.models.mixffn import MLP, MixFFN
+from reel.models.rope import Rope3D
+from reel.models.tokens import TokenGrid
+
+FREQUENCY_DIM = 256
+
+
+def timestep_frequencies(t: torch.Tensor, dim: int = FREQUENCY_DIM, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features (..., dim), cosines first."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[..., None] * freqs
+    return torch.cat((angles.cos(), angles.sin()), dim=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, dim: int, scale: float = 1000.0):
+        super().__init__()
+        self.scale = scale
+        self.mlp = nn.Sequential(nn.Linear(FREQUENCY_DIM, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        features = timestep_frequencies(t * self.scale).to(self.mlp[0].weight.dtype)
+        return self.mlp(features)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x (B, N, D); shift, scale (B, G, D) each apply to one of G equal groups of tokens (G = 1 or frames)."""
+    b, n, d = x.shape
+    groups = shift.shape[1]
+    return torch.addcmul(shift[:, :, None], x.view(b, groups, n // groups, d), 1 + scale[:, :, None]).view(b, n, d)
+
+
+def gated(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    b, n, d = x.shape
+    return (x.view(b, gate.shape[1], -1, d) * gate[:, :, None]).view(b, n, d)
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig, kind: str):
+        super().__init__()
+        dim, heads = cfg.hidden_size, cfg.num_heads
+        self.kind = kind
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
+        core = make_attention_core(kind, cfg.sparse_tile, cfg.sparse_window, cfg.sparse_backend)
+        self.attn = SelfAttention(dim, heads, core, cfg.qkv_bias, cfg.qk_norm, cfg.qk_norm_eps)
+        self.cross_norm = nn.LayerNorm(dim, eps=1e-6) if cfg.cross_attention_norm else nn.Identity()
+        self.cross_attn = CrossAttention(dim, heads, cfg.qk_norm, cfg.qk_norm_eps)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
+        if cfg.ffn == "mlp":
+            self.ffn = MLP(dim, cfg.mlp_ratio)
+        else:
+            self.ffn = MixFFN(dim, cfg.mlp_ratio, cfg.mixffn_temporal, cfg.mixffn_temporal_kernel)
+        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim ** 0.5)
+
+    def forward(self, x: torch.Tensor, time_mod: torch.Tensor, text: torch.Tensor, text_mask: Optional[torch.Tensor],
+                grid: TokenGrid, cache: Optional[BlockCache] = None, update_cache: bool = False) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table + time_mod).unbind(dim=-2)
+        attn_cache, ffn_cache = (cache.attn, cache.ffn) if cache is not None else (None, None)
+        x = x + gated(self.attn(modulate(self.norm1(x), shift1, scale1), grid, attn_cache, update_cache), gate1)
+        x = x + self.cross_attn(self.cross_norm(x), text, text_mask)
+        x = x + gated(self.ffn(modulate(self.norm2(x), shift2, scale2), grid, ffn_cache, update_cache), gate2)
+        return x
+
+
+def as_model_config(cfg: Any) -> ModelConfig:
+    if isinstance(cfg, ModelConfig):
+        return cfg
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return ModelConfig(**cfg)
+
+
+class DiT(nn.Module):
+    def __init__(self, cfg: Any, latent_channels: int, text_dim: int):
+        super().__init__()
+        cfg = as_model_config(cfg)
+        self.config, self.latent_channels, self.text_dim = cfg, latent_channels, text_dim
+        dim, self.patch_size = cfg.hidden_size, tuple(cfg.patch_size)
+        if cfg.causal_chunk is not None and cfg.causal_chunk % self.patch_size[0]:
+            raise ValueError(f"causal_chunk={cfg.causal_chunk} is not a multiple of the temporal patch "
+                             f"{self.patch_size[0]}")
+        self.causal_chunk = None if cfg.causal_chunk is None else cfg.causal_chunk // self.patch_size[0]
+        self.gradient_checkpointing = cfg.gradient_checkpointing
+
+        self.patch_embed = nn.Conv3d(latent_channels, dim, self.patch_size, stride=self.patch_size)
+        self.time_embed = TimestepEmbedder(dim, cfg.timestep_scale)
+        self.time_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.text_proj = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.text_norm = RMSNorm(dim, eps=1e-5) if cfg.caption_norm else nn.Identity()
+        self.rope = Rope3D(dim // cfg.num_heads, cfg.rope_axes_dim, cfg.rope_theta)
+        self.blocks = nn.ModuleList(DiTBlock(cfg, kind) for kind in attention_kinds(cfg))
+        self.final_norm = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
+        self.final_table = nn.Parameter(torch.randn(2, dim) / dim ** 0.5)
+        self.final_proj = nn.Linear(dim, math.prod(self.patch_size) * latent_channels)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for block in self.blocks:  # fused projections, initialised as the separate ones they stand for
+            for weight in (*block.attn.qkv.weight.chunk(3), *block.cross_attn.kv.weight.chunk(2)):
+                nn.init.xavier_uniform_(weight)
+        nn.init.xavier_uniform_(self.patch_embed.weight.view(self.patch_embed.out_channels, -1))
+        for linear in (self.time_embed.mlp[0], self.time_embed.mlp[2], self.time_modulation[1]):
+            nn.init.normal_(linear.weight, std=0.02)
+        # zero output layers: every block starts as the identity, with no text and no output
+        for block in self.blocks:
+            nn.init.zeros_(block.cross_attn.out.weight)
+            if isinstance(block.ffn, MixFFN):
+                block.ffn.reset_temporal()
+        nn.init.zeros_(self.final_proj.weight)
+        nn.init.zeros_(self.final_proj.bias)
+
+    @property
+    def attention_kinds(self) -> list:
+        return [block.kind for block in self.blocks]
+
+    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, text_emb: torch.Tensor,
+                text_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """latents (B, C, T, H, W), timesteps (B,) or per latent frame group (B, T / pt), text (B, L, text_dim),
+        text_mask (B, L) bool -> velocity (B, C, T, H, W)."""
+        return self._run(latents, timesteps, text_emb, text_mask, frame_offset=0)
+
+    def init_cache(self, window_frames: Optional[int] = None, sink_frames: int = 0) -> DiTCache:
+        """An empty cache; softmax/sparse layers keep the last `window_frames` latent frames (all when None)
+        plus the first `sink_frames`; linear layers keep their constant-size state."""
+        pt = self.patch_size[0]
+        window = None if window_frames is None else window_frames // pt
+
+        def attention_cache(kind: str):
+            return LinearStateCache() if kind == "linear" else KVCache(window, sink_frames // pt)
+
+        return DiTCache([BlockCache(attention_cache(kind)) for kind in self.attention_kinds])
+
+    def forward_chunk(self, latents: torch.Tensor, timesteps: torch.Tensor, text_emb: torch.Tensor,
+                      text_mask: Optional[torch.Tensor], cache: DiTCache, frame_offset: Optional[int] = None,
+                      update_cache: bool = False) -> torch.Tensor:
+        """One or more whole chunks after the committed ones. `frame_offset` (latent frames, default: the
+        frames committed so far) places them in time; `update_cache=True` commits them."""
+        if self.causal_chunk is None:
+            raise ValueError("forward_chunk needs a block-causal model (model.causal_chunk)")
+        offset = cache.frames if frame_offset is None else frame_offset
+        if offset % self.config.causal_chunk:
+            raise ValueError(f"frame_offset={offset} is not at a chunk boundary "
+                             f"(causal_chunk={self.config.causal_chunk})")
+        out = self._run(latents, timesteps, text_emb, text_mask, offset, cache, update_cache)
+        if update_cache:
+            cache.frames = offset + latents.shape[2]
+        return out
+
+    def _run(self, latents, timesteps, text_emb, text_mask, frame_offset: int,
+             cache: Optional[DiTCache] = None, update_cache: bool = False) -> torch.Tensor:
+        if latents.dim() != 5 or any(size % p for size, p in zip(latents.shape[2:], self.patch_size)):
+            raise ValueError(f"latents of shape {tuple(latents.shape)} are not (B, C, T, H, W) in whole patches "
+                             f"of {self.patch_size}")
+        x = self.patch_embed(latents)
+        batch, dim, frames, height, width = x.shape
+        x = x.flatten(2).transpose(1, 2)
+        grid = TokenGrid(frames, height, width, frame_offset // self.patch_size[0], self.causal_chunk, self.rope,
+                         x.device)
+        time_emb = self.time_embed(self.frame_timesteps(timesteps, batch, frames))  # (B, G, D)
+        time_mod = self.time_modulation(time_emb).unflatten(-1, (6, dim))
+        text = self.text_norm(self.text_proj(text_emb))
+        block_caches = cache.blocks if cache is not None else repeat(None)
+        for block, block_cache in zip(self.blocks, block_caches):
+            if self.gradient_checkpointing and torch.is_grad_enabled() and not update_cache:
+                x = checkpoint(block, x, time_mod, text, text_mask, grid, block_cache, use_reentrant=False)
+            else:
+                x = block(x, time_mod, text, text_mask, grid, block_cache, update_cache)
+        shift, scale = (self.final_table + time_emb.unsqueeze(-2)).unbind(dim=-2)
+        x = self.final_proj(modulate(self.final_norm(x), shift, scale))
+        return self.unpatchify(x, frames, height, width)
+
+    @staticmethod
+    def frame_timesteps(timesteps: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
+        """(B, G): one timestep for the whole clip (G = 1) or one per frame after patching (G = frames)."""
+        t = timesteps.reshape(-1, 1) if timesteps.dim() <= 1 else timesteps
+        t = t.expand(batch, -1) if t.shape[0] == 1 else t
+        if t.shape[0] != batch or t.shape[1] not in (1, frames):
+            raise ValueError(f"timesteps of shape {tuple(timesteps.shape)} fit neither (B,) nor (B, {frames}) "
+                             f"for batch {batch}")
+        return t
+
+    def unpatchify(self, x: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
+        pt, ph, pw = self.patch_size
+        x = x.view(x.shape[0], frames, height, width, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.reshape(x.shape[0], -1, frames * pt, height * ph, width * pw)
+
+
+def build_dit(model_cfg: Any, latent_channels: int, text_dim: int) -> DiT:
+    return DiT(model_cfg, latent_channels, text_dim)
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def dit_summary(model: DiT) -> Dict[str, int]:
+    """Parameter counts: total, embeddings, per self-attention kind, cross-attention, feed-forward, final layer."""
+    summary = {
+        "total": _count(model),
+        "embeddings": sum(_count(m) for m in (model.patch_embed, model.time_embed, model.time_modulation,
+                                               model.text_proj, model.text_norm)),
+    }
+    for kind in dict.fromkeys(model.attention_kinds):
+        summary[f"self_attention.{kind}"] = sum(_count(b.attn) for b in model.blocks if b.kind == kind)
+    summary["cross_attention"] = sum(_count(b.cross_attn) + _count(b.cross_norm) for b in model.blocks)
+    summary["ffn"] = sum(_count(b.ffn) for b in model.blocks)
+    summary["modulation_tables"] = sum(b.scale_shift_table.numel() for b in model.blocks)
+    summary["final"] = model.final_table.numel() + _count(model.final_proj)
+    return summary
+
+
+def format_count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
