@@ -31,6 +31,9 @@ demo: $(STAMP)
 	$(REEL) data check data=folder data.metadata=$(DEMO_DIR)/shapes/all.jsonl data.crop=center \
 		data.buckets=[64x64x17:4,64x96x17:3] contact_sheet=$(DEMO_DIR)/contact_sheet.png \
 		train.run_dir=$(DEMO_DIR)/run
+	# the bundled demo autoencoder reconstructs a few clips: side-by-side PNG and PSNR/SSIM
+	$(REEL) eval autoencoder data=folder data.metadata=$(DEMO_DIR)/shapes/64x64/metadata.jsonl \
+		data.start=center data.crop=center num_clips=6 side_by_side=$(DEMO_DIR)/reconstructions.png
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache
