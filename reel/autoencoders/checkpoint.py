@@ -7,9 +7,6 @@ safetensors. A folder is written under a temporary name and renamed into place.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -19,6 +16,8 @@ from omegaconf import OmegaConf
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from reel.assets import resolve_checkpoint_path
+from reel.atomic import atomic_folder
 from reel.autoencoders.arch import KIND, autoencoder_config_dict, plain_config, resolve_arch
 from reel.autoencoders.model import VideoAutoencoder
 from reel.config.schema import AutoencoderConfig
@@ -56,33 +55,15 @@ def save_autoencoder(model: nn.Module, path: Union[str, Path], cfg_autoencoder: 
     if extra_info:
         metadata[EXTRA_INFO_KEY] = json.dumps(extra_info, default=str)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_folder(path) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata=metadata)
         OmegaConf.save(OmegaConf.create(autoencoder_config_dict(cfg_autoencoder, arch)), tmp / CONFIG_FILE)
-        _replace_dir(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
-
-
-def _replace_dir(new: Path, path: Path) -> None:
-    """Rename `new` to `path`; an existing folder is moved aside first, then removed."""
-    old = None
-    if path.exists():
-        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(path, old)
-    os.replace(new, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    return Path(path)
 
 
 def read_autoencoder_config(path: Union[str, Path]):
     """The checked `autoencoder` config node stored in a checkpoint folder."""
-    path = Path(path)
+    path = resolve_checkpoint_path(path)
     if not path.is_dir():
         raise ReelError(f"autoencoder checkpoint {path}: no such folder")
     for name in (CONFIG_FILE, WEIGHTS_FILE):
@@ -99,6 +80,7 @@ def read_autoencoder_config(path: Union[str, Path]):
 
 def read_extra_info(path: Union[str, Path]) -> dict:
     """The `extra_info` given to save_autoencoder ({} if none)."""
+    path = resolve_checkpoint_path(path)
     with safe_open(str(Path(path) / WEIGHTS_FILE), framework="pt") as f:
         text = (f.metadata() or {}).get(EXTRA_INFO_KEY)
     return json.loads(text) if text else {}
@@ -107,7 +89,7 @@ def read_extra_info(path: Union[str, Path]) -> dict:
 def load_autoencoder(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
                      dtype: torch.dtype = torch.float32) -> VideoAutoencoder:
     """Rebuild the autoencoder of a checkpoint folder from its config.yaml and load its weights, in eval mode."""
-    path = Path(path)
+    path = resolve_checkpoint_path(path)
     cfg = read_autoencoder_config(path)
     weights = path / WEIGHTS_FILE
     with torch.device("meta"):
@@ -143,3 +125,12 @@ def autoencoder_from_config(cfg_autoencoder: Any, device: Union[str, torch.devic
             raise ReelError(f"autoencoder.{key}={cfg.get(key)}: the checkpoint {cfg['checkpoint']} has "
                             f"{key}={getattr(model, key)}")
     return model
+
+
+def autoencoder_identity(path: Union[str, Path]) -> str:
+    """The config name and a hash of the weights: latents are only comparable under one identity."""
+    import hashlib
+
+    path = resolve_checkpoint_path(path)
+    digest = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
+    return f"{read_autoencoder_config(path).name}-{digest[:16]}"

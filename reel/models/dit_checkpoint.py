@@ -1,0 +1,100 @@
+"""DiT checkpoint folders: model.safetensors and config.yaml.
+
+config.yaml holds what it takes to use the model, not only to build it: the `model` node, the
+latent space it was trained in (`autoencoder`, with its checkpoint), the `text_encoder`, the
+default `sample` settings and the clip size it was trained at (`data`), plus `dit` with the
+widths it was built for. `reel sample checkpoint=DIR` and `reel export` read these folders.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from reel.assets import resolve_checkpoint_path
+from reel.atomic import atomic_folder
+from reel.errors import ReelError
+from reel.models.dit import DiT
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.yaml"
+EXTRA_INFO_KEY = "reel_extra_info"
+KIND = "dit"
+GROUPS = ("model", "autoencoder", "text_encoder", "sample")
+DATA_KEYS = ("height", "width", "num_frames", "fps")
+
+
+def dit_config_dict(cfg: Any, latent_channels: int, text_dim: int) -> dict:
+    """The part of a full reel config a DiT folder keeps."""
+    full = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    kept = {group: full[group] for group in GROUPS}
+    kept["data"] = {key: full["data"][key] for key in DATA_KEYS}
+    kept["dit"] = {"kind": KIND, "latent_channels": int(latent_channels), "text_dim": int(text_dim)}
+    return kept
+
+
+def save_dit(model: DiT, path: Union[str, Path], cfg: Any, dtype: torch.dtype = torch.float32,
+             extra_info: Optional[dict] = None) -> Path:
+    """Write `path/` = model.safetensors + config.yaml atomically; `cfg` is the full config that built it."""
+    tensors = {name: (t.detach().to("cpu", dtype) if t.is_floating_point() else t.detach().cpu()).contiguous()
+               for name, t in model.state_dict().items()}
+    metadata = {"format": "pt", "kind": KIND}
+    if extra_info:
+        metadata[EXTRA_INFO_KEY] = json.dumps(extra_info, default=str)
+    with atomic_folder(path) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata=metadata)
+        OmegaConf.save(OmegaConf.create(dit_config_dict(cfg, model.latent_channels, model.text_dim)),
+                       tmp / CONFIG_FILE)
+    return Path(path)
+
+
+def read_dit_config(path: Union[str, Path]) -> DictConfig:
+    path = resolve_checkpoint_path(path)
+    if not path.is_dir():
+        raise ReelError(f"checkpoint {path}: no such folder")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise ReelError(f"checkpoint {path}: {name} is missing (a DiT folder holds {WEIGHTS_FILE} and "
+                            f"{CONFIG_FILE})")
+    cfg = OmegaConf.load(path / CONFIG_FILE)
+    if cfg.get("dit", {}).get("kind") != KIND:
+        raise ReelError(f"{path / CONFIG_FILE}: not a DiT checkpoint (no dit.kind={KIND}); "
+                        f"is it an autoencoder or a training run folder?")
+    return cfg
+
+
+def read_dit_extra_info(path: Union[str, Path]) -> dict:
+    with safe_open(str(resolve_checkpoint_path(path) / WEIGHTS_FILE), framework="pt") as f:
+        text = (f.metadata() or {}).get(EXTRA_INFO_KEY)
+    return json.loads(text) if text else {}
+
+
+def load_dit(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
+             dtype: torch.dtype = torch.float32) -> tuple[DiT, DictConfig]:
+    """(model in eval mode, the folder's config)."""
+    path = resolve_checkpoint_path(path)
+    cfg = read_dit_config(path)
+    with torch.device("meta"):
+        model = DiT(cfg.model, cfg.dit.latent_channels, cfg.dit.text_dim)
+    weights = path / WEIGHTS_FILE
+    try:
+        state = load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError) as exc:
+        raise ReelError(f"{weights}: not a readable safetensors file ({exc})") from None
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        if name not in state:
+            raise ReelError(f"{weights}: {name} is missing (the config builds it)")
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise ReelError(f"{weights}: {name} has shape {list(state[name].shape)}, the config builds "
+                            f"{list(tensor.shape)}")
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise ReelError(f"{weights}: {unexpected[0]} is not in the model the config builds")
+    model.load_state_dict(state, assign=True)
+    return model.to(device=device, dtype=dtype).eval(), cfg
