@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
+from torch.utils.checkpoint import checkpoint
 
 from reel.models.cache import KVCache
 from reel.models.rope import apply_rope, grid_positions
@@ -97,9 +98,8 @@ def tile_neighbours(query_coords: torch.Tensor, key_coords: torch.Tensor, window
     return index.clamp(min=0), kept
 
 
-def gathered_tile_attention(q_tiles: torch.Tensor, k_tiles: torch.Tensor, v_tiles: torch.Tensor,
-                            index: torch.Tensor, kept: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
-    """q_tiles (B, H, Q, L, D) against the window tiles `index` (Q, M) of k/v_tiles (B, H, K, L, D)."""
+def _attend_gathered(q_tiles: torch.Tensor, k_tiles: torch.Tensor, v_tiles: torch.Tensor, index: torch.Tensor,
+                     kept: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
     b, h, q, length, d = q_tiles.shape
     keys = k_tiles[:, :, index].flatten(3, 4).flatten(1, 2)  # (B, H*Q, M*L, D)
     values = v_tiles[:, :, index].flatten(3, 4).flatten(1, 2)
@@ -107,6 +107,30 @@ def gathered_tile_attention(q_tiles: torch.Tensor, k_tiles: torch.Tensor, v_tile
     mask = mask.expand(h, -1, -1).reshape(1, h * q, 1, -1)
     out = F.scaled_dot_product_attention(q_tiles.flatten(1, 2), keys, values, attn_mask=mask)
     return out.view(b, h, q, length, d)
+
+
+def gathered_tile_attention(q_tiles: torch.Tensor, k_tiles: torch.Tensor, v_tiles: torch.Tensor,
+                            index: torch.Tensor, kept: torch.Tensor, key_valid: torch.Tensor,
+                            max_gathered: int = 2**24) -> torch.Tensor:
+    """q_tiles (B, H, Q, L, D) against the window tiles `index` (Q, M) of k/v_tiles (B, H, K, L, D).
+
+    The gathered keys and values are window-size times the sequence, so query tiles go in groups of
+    at most `max_gathered` gathered elements; under autograd each group is recomputed in backward
+    instead of kept, so memory stays at one group's worth however long the video (same result).
+    """
+    b, h, q, _, d = q_tiles.shape
+    per_tile = b * h * index.shape[1] * k_tiles.shape[3] * d
+    group = max(1, max_gathered // per_tile)
+    if q <= group:
+        return _attend_gathered(q_tiles, k_tiles, v_tiles, index, kept, key_valid)
+    recompute = torch.is_grad_enabled() and any(x.requires_grad for x in (q_tiles, k_tiles, v_tiles))
+    outs = []
+    for start in range(0, q, group):
+        part = (q_tiles[:, :, start:start + group], k_tiles, v_tiles, index[start:start + group],
+                kept[start:start + group], key_valid)
+        outs.append(checkpoint(_attend_gathered, *part, use_reentrant=False) if recompute
+                    else _attend_gathered(*part))
+    return torch.cat(outs, dim=2)
 
 
 def tile_block_mask(index: torch.Tensor, kept: torch.Tensor, query_coords: torch.Tensor, key_coords: torch.Tensor,

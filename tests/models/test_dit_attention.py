@@ -11,6 +11,7 @@ from reel.models.linear_attention import LinearAttention, linear_apply, linear_s
 from reel.models.rope import Rope3D, apply_rope, grid_positions
 from reel.models.softmax_attention import SoftmaxAttention
 from reel.models.sparse_attention import (SlidingTileAttention, TileLayout, flex_tile_attention,
+                                          gathered_tile_attention,
                                           sliding_tile_token_mask, tile_block_mask, tile_neighbours)
 from reel.models.tokens import TokenGrid
 
@@ -119,6 +120,24 @@ def test_sparse_equals_dense_with_the_same_mask(tile, window, chunk):
     expected = dense_sliding_tile(q, k, v, grid, tile, window)
     gathered = SlidingTileAttention(tile, window, backend="gather")(q, k, v, grid)
     torch.testing.assert_close(gathered, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_sparse_gather_in_groups_is_exact_with_gradients():
+    """Long videos gather their windows a group of query tiles at a time, recomputed in backward."""
+    grid, tile, window = grid_of(4, 6, 6), (1, 2, 2), (3, 3, 3)
+    q, k, v = (x.requires_grad_() for x in qkv(grid, batch=1))
+    layout = TileLayout(grid, tile)
+    coords, valid = layout.coords(), layout.valid()
+    index, kept = tile_neighbours(coords, coords, window)
+    tiles = [layout.to_tiles(x) for x in (q, k, v)]
+    whole = gathered_tile_attention(*tiles, index, kept, valid)
+    per_tile = 2 * 27 * 4 * HEAD_DIM  # heads x window tiles x tile tokens x channels
+    grouped = gathered_tile_attention(*tiles, index, kept, valid, max_gathered=5 * per_tile)  # 36 tiles in 8 groups
+    assert torch.equal(grouped, whole)
+    weight = torch.randn_like(whole)
+    expected = torch.autograd.grad((whole * weight).sum(), (q, k, v))
+    for got, want in zip(torch.autograd.grad((grouped * weight).sum(), (q, k, v)), expected):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
