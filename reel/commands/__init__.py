@@ -22,9 +22,10 @@ class Command:
 
 
 def _registry() -> list[Command]:
-    from reel.commands import autoencoder, data, encode, evaluate, info, pending, train
+    from reel.commands import autoencoder, data, encode, evaluate, info, pending, sample, train
 
-    return [*data.COMMANDS, *encode.COMMANDS, *evaluate.COMMANDS, *autoencoder.COMMANDS, *train.COMMANDS, *info.COMMANDS, *pending.COMMANDS]
+    return [*data.COMMANDS, *encode.COMMANDS, *evaluate.COMMANDS, *autoencoder.COMMANDS, *train.COMMANDS,
+            *info.COMMANDS, *sample.COMMANDS, *pending.COMMANDS]
 
 
 COMMANDS: list[Command] = _registry()

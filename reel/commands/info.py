@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from omegaconf import OmegaConf
 
 from reel.commands import Command
 from reel.errors import ReelError
@@ -14,7 +15,7 @@ from reel.errors import ReelError
 
 @dataclass
 class InfoArgs:
-    checkpoint: Optional[str] = None  # an autoencoder folder or a training run; none: the configured models
+    checkpoint: Optional[str] = None  # a DiT or autoencoder folder, or a training run; none: the configured models
 
 
 def _autoencoder_info(path: Path) -> dict:
@@ -25,6 +26,22 @@ def _autoencoder_info(path: Path) -> dict:
     return {"checkpoint": str(path), **autoencoder_summary(model), "stored_dtypes": dtypes,
             "latent_stats": bool((model.latent_std != 1).any() or (model.latent_mean != 0).any()),
             "training": read_extra_info(path)}
+
+
+def _dit_info(path: Path) -> dict:
+    from reel.models.dit import dit_summary
+    from reel.models.dit_checkpoint import load_dit, read_dit_extra_info
+
+    model, cfg = load_dit(path)
+    dtypes = sorted({str(v.dtype).replace("torch.", "") for v in _stored_tensors(path).values()})
+    return {"checkpoint": str(path), "kind": "dit", "model": cfg.model.name,
+            "attention": model.attention_kinds, "causal_chunk": cfg.model.causal_chunk,
+            "params": dit_summary(model), "stored_dtypes": dtypes,
+            "latent_space": {"autoencoder": cfg.autoencoder.name, "checkpoint": cfg.autoencoder.checkpoint,
+                             "latent_channels": cfg.dit.latent_channels},
+            "text_encoder": {"name": cfg.text_encoder.name, "dim": cfg.dit.text_dim},
+            "clip": {k: cfg.data[k] for k in ("height", "width", "num_frames", "fps")},
+            "training": read_dit_extra_info(path)}
 
 
 def _stored_tensors(path: Path) -> dict:
@@ -58,10 +75,15 @@ def info_command(cfg, args: InfoArgs) -> int:
     if args.checkpoint is None:
         print(json.dumps(_configured_models(cfg), indent=2))
         return 0
-    path = Path(args.checkpoint)
+    from reel.assets import resolve_checkpoint_path
+
+    path = resolve_checkpoint_path(args.checkpoint)
     if not path.exists():
         raise ReelError(f"checkpoint={path}: no such file or folder")
-    if (path / "model.safetensors").is_file() and (path / "config.yaml").is_file() and not (path / "MANIFEST.json").exists():
+    is_folder = (path / "model.safetensors").is_file() and (path / "config.yaml").is_file()
+    if is_folder and "dit" in OmegaConf.load(path / "config.yaml"):
+        print(json.dumps(_dit_info(path), indent=2))
+    elif is_folder and not (path / "MANIFEST.json").exists():
         print(json.dumps(_autoencoder_info(path), indent=2))
     else:
         print(json.dumps(_run_info(path), indent=2))

@@ -9,14 +9,6 @@ from reel.commands import Command, NotAvailable
 
 
 @dataclass
-class SampleArgs:
-    checkpoint: Optional[str] = None
-    prompt: Optional[str] = None
-    prompts: Optional[str] = None
-    out_dir: str = "samples"
-
-
-@dataclass
 class ExportArgs:
     checkpoint: Optional[str] = None
     out: Optional[str] = None
@@ -32,11 +24,6 @@ def _not_yet(what: str):
 
 
 COMMANDS = [
-    Command(("sample",), "sample videos from prompts", _not_yet(
-        "reel sample: no DiT or sampler in this version"), SampleArgs,
-        aliases={"num_frames": "sample.num_frames", "height": "sample.height", "width": "sample.width",
-                 "steps": "sample.steps", "guidance": "sample.guidance", "seed": "sample.seed",
-                 "solver": "sample.solver"}),
     Command(("export",), "export a checkpoint to safetensors", _not_yet(
         "reel export: no checkpoints exist in this version"), ExportArgs),
 ]

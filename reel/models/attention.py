@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from reel.models.linear_attention import LinearAttention
 from reel.models.softmax_attention import SoftmaxAttention
@@ -57,10 +58,17 @@ class HeadSplit(nn.Module):
 
 
 class SelfAttention(nn.Module):
+    """qkv projection -> QK-norm and head split -> core -> output projection.
+
+    With `recompute`, training keeps only the qkv projection's output for backward and recomputes the
+    norms and the core (elementwise work and, for linear attention, two small matmuls per head) instead
+    of storing their intermediates: the same values and gradients in a fraction of the memory.
+    """
+
     def __init__(self, dim: int, heads: int, core: nn.Module, qkv_bias: bool = False, qk_norm: str = "rms_across_heads",
-                 qk_norm_eps: float = 1e-6):
+                 qk_norm_eps: float = 1e-6, recompute: bool = False):
         super().__init__()
-        self.heads = heads
+        self.heads, self.recompute = heads, recompute
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.split_q = HeadSplit(dim, heads, qk_norm, qk_norm_eps)
         self.split_k = HeadSplit(dim, heads, qk_norm, qk_norm_eps)
@@ -69,9 +77,17 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, grid: TokenGrid, cache=None, update_cache: bool = False) -> torch.Tensor:
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        qkv = self.qkv(x)
+        if self.recompute and cache is None and torch.is_grad_enabled():
+            out = checkpoint(self._attend, qkv, grid, use_reentrant=False)
+        else:
+            out = self._attend(qkv, grid, cache, update_cache)
+        return self.out(out)
+
+    def _attend(self, qkv: torch.Tensor, grid: TokenGrid, cache=None, update_cache: bool = False) -> torch.Tensor:
+        q, k, v = qkv.chunk(3, dim=-1)
         out = self.core(self.split_q(q), self.split_k(k), self.split_v(v), grid, cache, update_cache)
-        return self.out(out.transpose(1, 2).flatten(2))
+        return out.transpose(1, 2).flatten(2)
 
 
 class CrossAttention(nn.Module):

@@ -78,7 +78,7 @@ class LinearAttention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: TokenGrid,
                 cache: Optional[LinearStateCache] = None, update_cache: bool = False) -> torch.Tensor:
         q, k = F.relu(q), F.relu(k)
-        cos, sin = grid.rope_cos_sin
+        cos, sin = grid.rope_tables
         q_rot, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if not grid.causal:
             kv, ksum = self.reduce_states(*linear_state(k_rot, k, v))

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from reel.models.cache import FrameHistory
 from reel.models.tokens import TokenGrid
@@ -29,10 +30,14 @@ class MixFFN(nn.Module):
       also starting as the identity;
     - `none`: spatial only.
     In block-causal mode the temporal padding is causal (the past only), so no frame sees a later one.
+    With `recompute`, training keeps the expansion's output and recomputes the SiLU, the depthwise
+    convolutions and the gate in backward rather than storing them (most of the layer's activations).
     """
 
-    def __init__(self, dim: int, mlp_ratio: float, temporal: str = "depthwise", temporal_kernel: int = 3):
+    def __init__(self, dim: int, mlp_ratio: float, temporal: str = "depthwise", temporal_kernel: int = 3,
+                 recompute: bool = False):
         super().__init__()
+        self.recompute = recompute
         if temporal not in TEMPORAL_MIXING:
             raise ValueError(f"unknown temporal mixing {temporal!r}")
         hidden = round(dim * mlp_ratio)
@@ -51,20 +56,30 @@ class MixFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, grid: TokenGrid, cache: Optional[FrameHistory] = None,
                 update_cache: bool = False) -> torch.Tensor:
+        x = self.expand(x)
+        if self.recompute and cache is None and torch.is_grad_enabled():
+            x = checkpoint(self._mix, x, grid, use_reentrant=False)
+        else:
+            x = self._mix(x, grid, cache, update_cache)
+        x = self.project(x)
+        if self.temporal == "dense":
+            padded = self.pad_time(x, grid, cache, update_cache)
+            shifted = torch.cat([padded[:, j:j + grid.frames] for j in range(self.time_kernel)], dim=-1)
+            x = x + self.temporal_mix(shifted)
+        return x.flatten(1, 3)
+
+    def _mix(self, x: torch.Tensor, grid: TokenGrid, cache: Optional[FrameHistory] = None,
+             update_cache: bool = False) -> torch.Tensor:
+        """SiLU -> depthwise spatial (and temporal) -> GLU: (B, N, 2 hidden) -> (B, T, H, W, hidden)."""
         frames = x.shape[0] * grid.frames
-        x = F.silu(self.expand(x)).view(frames, grid.height, grid.width, -1)
+        x = F.silu(x).view(frames, grid.height, grid.width, -1)
         x = self.spatial(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         x = x.reshape(-1, grid.frames, grid.height, grid.width, x.shape[-1])
         if self.temporal == "depthwise":
             padded = self.pad_time(x, grid, cache, update_cache).flatten(2, 3)  # (B, T + k - 1, H*W, C)
             x = self.time_depthwise(padded.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(x.shape)
         x, gate = x.chunk(2, dim=-1)
-        x = self.project(x * F.silu(gate))
-        if self.temporal == "dense":
-            padded = self.pad_time(x, grid, cache, update_cache)
-            shifted = torch.cat([padded[:, j:j + grid.frames] for j in range(self.time_kernel)], dim=-1)
-            x = x + self.temporal_mix(shifted)
-        return x.flatten(1, 3)
+        return x * F.silu(gate)
 
     def reset_temporal(self) -> None:
         """Temporal mixing starts as the identity (the image model's Mix-FFN)."""

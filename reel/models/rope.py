@@ -49,12 +49,22 @@ class Rope3D(nn.Module):
         return angles.cos().float(), angles.sin().float()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved channel pairs of x (..., N, D) by (cos, sin) (N, R); channels past 2R stay as they are."""
-    # as x * cos + swap(x) * sin over all D channels (cos 1, sin 0 past 2R): two products and no
-    # concatenation, which matters on the q and k of every layer
-    tail = x.shape[-1] - 2 * cos.shape[-1]
+def expand_rope_tables(cos: torch.Tensor, sin: torch.Tensor, dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(N, R) tables -> (N, dim) ones for x * cos + swap(x) * sin: cos repeated per pair (1 past 2R), sin
+    signed (-sin, sin) per pair (0 past 2R)."""
+    tail = dim - 2 * cos.shape[-1]
     cos = F.pad(cos.repeat_interleave(2, dim=-1), (0, tail), value=1.0)
     sin = F.pad(torch.stack((-sin, sin), dim=-1).flatten(-2), (0, tail))
+    return cos, sin
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved channel pairs of x (..., N, D) by (cos, sin): (N, R) tables, channels past 2R
+    staying as they are, or tables already expanded to (N, D) by expand_rope_tables (R <= D / 2, so the
+    width tells them apart)."""
+    # as x * cos + swap(x) * sin over all D channels: two products and no concatenation, which
+    # matters on the q and k of every layer
+    if cos.shape[-1] != x.shape[-1]:
+        cos, sin = expand_rope_tables(cos, sin, x.shape[-1])
     swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
     return (x.float() * cos + swapped.float() * sin).to(x.dtype)

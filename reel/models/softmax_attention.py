@@ -37,7 +37,7 @@ class SoftmaxAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: TokenGrid,
                 cache: Optional[KVCache] = None, update_cache: bool = False) -> torch.Tensor:
-        cos, sin = grid.rope_cos_sin
+        cos, sin = grid.rope_tables
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if not grid.causal:
             return F.scaled_dot_product_attention(q, k, v)

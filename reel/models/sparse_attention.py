@@ -193,7 +193,7 @@ class SlidingTileAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: TokenGrid,
                 cache: Optional[KVCache] = None, update_cache: bool = False) -> torch.Tensor:
-        cos, sin = grid.rope_cos_sin
+        cos, sin = grid.rope_tables
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         layout = TileLayout(grid, self.tile)
         q_tiles, k_tiles, v_tiles = layout.to_tiles(q), layout.to_tiles(k), layout.to_tiles(v)

@@ -99,11 +99,12 @@ def _unipc_correct(x_s: torch.Tensor, s: float, t: float, x0_s: torch.Tensor, x0
     r, x0_r = previous
     hh = -(_lambda(t) - _lambda(s))
     r1 = (_lambda(r) - _lambda(s)) / -hh
-    # B rho solves sum_k (B rho_k) r_k^i = (i + 1)! hh phi_{i+2}(hh) for i = 0, 1 (B cancels out)
-    phi1 = math.expm1(hh)
-    phi2 = phi1 / hh - 1.0
-    phi3 = phi2 / hh - 0.5
-    c0, c1 = phi2, 2.0 * phi3
+    # B rho solves sum_k (B rho_k) r_k^i = (i + 1)! hh phi_{i+2}(hh) for i = 0, 1, so B cancels out;
+    # hh phi_k(hh) by the recurrence phi_{k+1}(z) = (phi_k(z) - 1/k!) / z
+    h_phi1 = math.expm1(hh)
+    h_phi2 = h_phi1 / hh - 1.0
+    h_phi3 = h_phi2 / hh - 0.5
+    c0, c1 = h_phi2, 2.0 * h_phi3
     b_rho1 = (c0 - c1) / (1.0 - r1)
     b_rho_t = c0 - b_rho1
     return x - alpha_t * (b_rho1 * (x0_r - x0_s) / r1 + b_rho_t * (x0_t - x0_s))

@@ -65,6 +65,9 @@ def test_training_writes_previews_checkpoints_and_a_loadable_dit(trained):
     assert cfg.data.num_frames == 9 and cfg.dit.latent_channels == 16
     out = model(torch.randn(1, 16, 3, 8, 8), torch.tensor([0.5]), torch.randn(1, 5, 384))
     assert out.shape == (1, 16, 3, 8, 8) and out.abs().sum() > 0
+    info = json.loads(run_reel("info", f"checkpoint={trained / 'dit'}").stdout)
+    assert info["kind"] == "dit" and info["params"]["total"] == sum(p.numel() for p in model.parameters())
+    assert info["latent_space"]["checkpoint"] == "bundled:demo_ae" and info["training"]["steps"] == 40
 
 
 def test_training_from_raw_clips_and_resume(tmp_path, common):

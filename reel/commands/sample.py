@@ -1,0 +1,180 @@
+"""`reel sample`: prompts -> one mp4 each, manifest.jsonl and a contact sheet, from a DiT checkpoint folder."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from reel.commands import Command
+from reel.errors import ReelError
+
+CONTACT_SHEET = "contact_sheet.png"
+MANIFEST = "manifest.jsonl"
+SHEET_FRAMES = 8  # frames per clip kept for the contact sheet, so long runs do not hold every video
+
+
+@dataclass
+class SampleArgs:
+    checkpoint: Optional[str] = None  # a DiT folder (RUN_DIR/dit of reel train dit); default: the bundled demo
+    prompt: Optional[str] = None
+    prompts: Optional[str] = None  # .txt, one prompt a line, or .jsonl: {"prompt", "seed"?, "num_frames"?} a line
+    out_dir: str = "samples"
+    batch_size: int = 8  # prompts handed to the pipeline at a time
+
+
+@dataclass(frozen=True)
+class Request:
+    index: int
+    prompt: str
+    seed: int
+    num_frames: Optional[int]  # None: sample.num_frames, else the checkpoint's
+    where: str  # names the prompt's source in error messages
+
+
+def read_requests(args: SampleArgs, base_seed: int) -> list[Request]:
+    """The prompts to sample, in order; a prompt without its own seed gets base_seed + its index."""
+    if args.prompt is None and args.prompts is None:
+        raise ReelError("reel sample: give prompt=TEXT or prompts=FILE (.txt, one prompt a line, or .jsonl with "
+                        "prompt, seed, num_frames)")
+    if args.prompt is not None and args.prompts is not None:
+        raise ReelError("reel sample: prompt= and prompts= are both given; use one")
+    if args.prompt is not None:
+        if not str(args.prompt).strip():
+            raise ReelError("prompt='': the prompt is empty")
+        return [Request(0, str(args.prompt), base_seed, None, "prompt=")]
+    path = Path(args.prompts)
+    if not path.is_file():
+        raise ReelError(f"prompts={path}: no such file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReelError(f"prompts={path}: cannot read the file ({exc})") from None
+    rows = _jsonl_rows(path, lines) if path.suffix == ".jsonl" else _text_rows(path, lines)
+    if not rows:
+        raise ReelError(f"prompts={path}: the file holds no prompts")
+    return [Request(index, prompt, base_seed + index if seed is None else seed, num_frames, where)
+            for index, (prompt, seed, num_frames, where) in enumerate(rows)]
+
+
+def _text_rows(path: Path, lines: list[str]) -> list[tuple]:
+    return [(line.strip(), None, None, f"{path}:{number}")
+            for number, line in enumerate(lines, start=1) if line.strip()]
+
+
+def _jsonl_rows(path: Path, lines: list[str]) -> list[tuple]:
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ReelError(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            raise ReelError(f"{where}: each line needs a non-empty \"prompt\" string")
+        for key in ("seed", "num_frames"):
+            value = row.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ReelError(f"{where}: {key}={json.dumps(value)} must be an integer")
+        rows.append((row["prompt"].strip(), row.get("seed"), row.get("num_frames"), where))
+    return rows
+
+
+def _batches(requests: list[Request], batch_size: int) -> list[list[Request]]:
+    """Requests that share a clip length, batch_size at a time, in order of first appearance."""
+    groups: dict[Optional[int], list[Request]] = {}
+    for request in requests:
+        groups.setdefault(request.num_frames, []).append(request)
+    return [group[start:start + batch_size] for group in groups.values()
+            for start in range(0, len(group), batch_size)]
+
+
+def _write_manifest(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    os.replace(tmp, path)
+
+
+def sample_command(cfg, args: SampleArgs) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from reel.data.contact_sheet import write_contact_sheet
+    from reel.data.video_io import write_video
+    from reel.models.dit_checkpoint import read_dit_config
+    from reel.sample.pipeline import TextToVideoPipeline, resolve_checkpoint, sample_settings
+
+    if args.batch_size < 1:
+        raise ReelError(f"batch_size={args.batch_size}: must be at least 1")
+    requests = read_requests(args, cfg.sample.seed)
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    checkpoint_cfg = read_dit_config(checkpoint)
+    # the composed sample.* settings are used as they are (what --cfg job shows is what runs); only the
+    # clip size, left unset, falls back to the checkpoint's own
+    chosen = dict(height=cfg.sample.height, width=cfg.sample.width, steps=cfg.sample.steps,
+                  guidance=cfg.sample.guidance, solver=cfg.sample.solver, shift=cfg.sample.shift,
+                  negative_prompt=cfg.sample.negative_prompt)
+    settings = {}  # a prompt's own num_frames (or None) -> its checked settings, before any model loads
+    for request in requests:
+        if request.num_frames not in settings:
+            num_frames = cfg.sample.num_frames if request.num_frames is None else request.num_frames
+            try:
+                settings[request.num_frames] = sample_settings(checkpoint_cfg, num_frames=num_frames, **chosen)
+            except ReelError as exc:
+                raise ReelError(f"{request.where}: {exc}" if request.num_frames is not None else str(exc)) from None
+    pipeline = TextToVideoPipeline.from_checkpoint(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, sheet_clips = {}, {}
+    with tqdm(total=len(requests), desc="sample", unit="video", disable=not cfg.logging.progress) as bar:
+        for batch in _batches(requests, args.batch_size):
+            s = settings[batch[0].num_frames]
+            start = time.perf_counter()
+            videos = pipeline.generate([r.prompt for r in batch], [r.seed for r in batch], s.num_frames, s.height,
+                                       s.width, s.steps, s.guidance, s.solver, s.shift, s.negative_prompt,
+                                       progress=False)
+            seconds = (time.perf_counter() - start) / len(batch)
+            for request, video in zip(batch, videos):
+                name = f"{request.index:06d}.mp4"
+                write_video(out_dir / name, video, pipeline.fps)
+                rows[request.index] = {
+                    "prompt": request.prompt, "seed": request.seed, "path": name, "steps": s.steps,
+                    "guidance": s.guidance, "solver": s.solver, "shift": s.shift,
+                    "negative_prompt": s.negative_prompt, "num_frames": s.num_frames, "height": s.height,
+                    "width": s.width, "seconds": round(seconds, 4), "checkpoint": checkpoint}
+                keep = np.linspace(0, len(video) - 1, num=min(SHEET_FRAMES, len(video))).round().astype(int)
+                sheet_clips[request.index] = video[keep]
+            bar.update(len(batch))
+
+    order = sorted(rows)
+    manifest = out_dir / MANIFEST
+    _write_manifest(manifest, [rows[i] for i in order])
+    sheet = write_contact_sheet(out_dir / CONTACT_SHEET, [sheet_clips[i] for i in order],
+                                [rows[i]["prompt"] for i in order], max_frames=SHEET_FRAMES)
+    total = sum(row["seconds"] for row in rows.values())
+    print(json.dumps({"out_dir": str(out_dir), "videos": len(rows), "manifest": str(manifest),
+                      "contact_sheet": str(sheet), "checkpoint": checkpoint,
+                      "seconds_per_video": round(total / len(rows), 4)}))
+    return 0
+
+
+COMMANDS = [
+    Command(("sample",), "sample videos from prompts", sample_command, SampleArgs,
+            aliases={"num_frames": "sample.num_frames", "height": "sample.height", "width": "sample.width",
+                     "steps": "sample.steps", "guidance": "sample.guidance", "seed": "sample.seed",
+                     "solver": "sample.solver"},
+            doc="Example: reel sample checkpoint=runs/shapes-64/dit prompt='a red square moving up' steps=20\n"
+                "prompts=FILE: a .txt (one prompt a line) or a .jsonl ({\"prompt\", \"seed\", \"num_frames\"} a "
+                "line); a prompt without its own seed gets seed + its index.\n"
+                "Writes OUT_DIR/000000.mp4 ..., OUT_DIR/manifest.jsonl (what `reel eval world manifest=OUT_DIR` "
+                "scores) and OUT_DIR/contact_sheet.png.\n"
+                "Solvers: euler, dpmpp, unipc; sample.shift and sample.negative_prompt also apply. num_frames, "
+                "height and width default to the checkpoint's; the other sample.* settings are used as composed."),
+]

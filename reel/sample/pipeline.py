@@ -1,0 +1,175 @@
+"""Prompts -> uint8 videos with a DiT checkpoint folder, its autoencoder and its text encoder.
+
+    pipeline = TextToVideoPipeline.from_checkpoint("runs/shapes-64/dit")
+    videos = pipeline.generate(["a red square moving up"], seeds=[0])  # (1, T, H, W, 3) uint8
+
+Each prompt is encoded, denoised and decoded on its own (its CFG pair in one forward): a batched
+forward changes results in the last bits with the batch's size and companions (small-M matmuls
+and batch-1 convolutions take other kernels), and a seed must give the same video whatever else
+is sampled beside it. On a CPU one prompt at a time measured no slower than a batch of 8.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from reel.assets import ASSETS, BUNDLED_PREFIX
+from reel.errors import ReelError
+
+DEMO_NAME = "demo_dit"
+DEMO_CHECKPOINT = BUNDLED_PREFIX + DEMO_NAME
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    num_frames: int
+    height: int
+    width: int
+    steps: int
+    guidance: float
+    solver: str
+    shift: float
+    negative_prompt: str
+
+
+def resolve_checkpoint(path: Optional[Union[str, os.PathLike]]) -> str:
+    """The checkpoint to load: `path`, or the bundled demo model when it is None."""
+    if path is not None:
+        return str(path)
+    if not (ASSETS / DEMO_NAME).is_dir():
+        raise ReelError(f"checkpoint=None: the bundled demo model ({DEMO_CHECKPOINT}) is not in this version; "
+                        f"pass checkpoint=DIR, a DiT folder such as RUN_DIR/dit from reel train dit")
+    return DEMO_CHECKPOINT
+
+
+def sample_settings(cfg: DictConfig, num_frames: Optional[int] = None, height: Optional[int] = None,
+                    width: Optional[int] = None, steps: Optional[int] = None, guidance: Optional[float] = None,
+                    solver: Optional[str] = None, shift: Optional[float] = None,
+                    negative_prompt: Optional[str] = None) -> SampleSettings:
+    """Settings for a checkpoint whose config.yaml is `cfg`: what is None comes from its `sample` settings,
+    then its training clip size (`data`); the result is checked against its autoencoder and patch size, so
+    a bad request fails before any model is loaded."""
+    from reel.sample.solvers import SOLVERS
+
+    defaults, data = cfg.sample, cfg.data
+
+    def pick(value, key, fallback=None):
+        if value is not None:
+            return value
+        stored = defaults.get(key)
+        return fallback if stored is None else stored
+
+    chosen = SampleSettings(
+        num_frames=pick(num_frames, "num_frames", data.num_frames), height=pick(height, "height", data.height),
+        width=pick(width, "width", data.width), steps=pick(steps, "steps", 20),
+        guidance=pick(guidance, "guidance", 1.0), solver=str(pick(solver, "solver", "euler")),
+        shift=pick(shift, "shift", 1.0), negative_prompt=str(pick(negative_prompt, "negative_prompt", "")))
+    _check(chosen, cfg.autoencoder.temporal_factor, cfg.autoencoder.spatial_factor, tuple(cfg.model.patch_size))
+    SOLVERS[chosen.solver]  # an unknown name is a ReelError naming sample.solver
+    return chosen
+
+
+def _check(s: SampleSettings, tf: int, sf: int, patch_size: tuple) -> None:
+    pt, ph, pw = patch_size
+    if not _is_int(s.num_frames) or s.num_frames < 1 or (s.num_frames - 1) % tf:
+        raise ReelError(f"sample.num_frames={s.num_frames}: must be 1 + {tf}k (the first frame alone, then "
+                        f"groups of {tf})")
+    latent_frames = 1 + (s.num_frames - 1) // tf
+    if latent_frames % pt:
+        raise ReelError(f"sample.num_frames={s.num_frames}: gives {latent_frames} latent frames, not divisible "
+                        f"by the DiT's temporal patch {pt}")
+    for key, size, patch in (("height", s.height, ph), ("width", s.width, pw)):
+        if not _is_int(size) or size < 1 or size % (sf * patch):
+            raise ReelError(f"sample.{key}={size}: must be a positive multiple of {sf * patch} (autoencoder "
+                            f"spatial factor {sf} x patch {patch})")
+    if not _is_int(s.steps) or s.steps < 1:
+        raise ReelError(f"sample.steps={s.steps}: must be at least 1")
+    if s.guidance < 0:
+        raise ReelError(f"sample.guidance={s.guidance}: must be non-negative")
+    if s.shift <= 0:
+        raise ReelError(f"sample.shift={s.shift}: must be positive")
+
+
+class TextToVideoPipeline:
+    def __init__(self, model, autoencoder, text_encoder, cfg: DictConfig, checkpoint: str,
+                 device: Union[str, torch.device] = "cpu"):
+        self.model, self.autoencoder, self.text_encoder = model, autoencoder, text_encoder
+        self.cfg = cfg  # the checkpoint folder's config.yaml
+        self.checkpoint = checkpoint
+        self.device = torch.device(device)
+        self.fps = float(cfg.data.fps)
+
+    @classmethod
+    def from_checkpoint(cls, path: Optional[Union[str, os.PathLike]] = None,
+                        device: Union[str, torch.device] = "cpu") -> "TextToVideoPipeline":
+        """A DiT folder (what `reel train dit` writes to RUN_DIR/dit); None: the bundled demo model."""
+        from reel.autoencoders import load_autoencoder
+        from reel.models.dit_checkpoint import load_dit
+        from reel.models.text_encoder import build_text_encoder
+
+        path = resolve_checkpoint(path)
+        model, cfg = load_dit(path, device)
+        if not cfg.autoencoder.get("checkpoint"):
+            raise ReelError(f"checkpoint {path}: its config.yaml names no autoencoder.checkpoint to decode with")
+        autoencoder = load_autoencoder(cfg.autoencoder.checkpoint, device)
+        for key, expected in (("latent_channels", cfg.dit.latent_channels),
+                              ("spatial_factor", cfg.autoencoder.spatial_factor),
+                              ("temporal_factor", cfg.autoencoder.temporal_factor)):
+            if getattr(autoencoder, key) != expected:
+                raise ReelError(f"checkpoint {path}: its config.yaml says {key}={expected}, the autoencoder "
+                                f"{cfg.autoencoder.checkpoint} has {getattr(autoencoder, key)}")
+        # the training run's embedding cache is a path on the machine that trained it
+        text_cfg = OmegaConf.merge(cfg.text_encoder, {"cache_dir": None})
+        text_encoder = build_text_encoder(text_cfg, device)
+        return cls(model, autoencoder, text_encoder, cfg, path, device)
+
+    def settings(self, **overrides) -> SampleSettings:
+        """sample_settings for this checkpoint (num_frames, height, width, steps, guidance, solver, shift,
+        negative_prompt; None or left out: the checkpoint's)."""
+        return sample_settings(self.cfg, **overrides)
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], num_frames: Optional[int] = None,
+                 height: Optional[int] = None, width: Optional[int] = None, steps: Optional[int] = None,
+                 guidance: Optional[float] = None, solver: Optional[str] = None, shift: Optional[float] = None,
+                 negative_prompt: Optional[str] = None, progress: bool = True) -> np.ndarray:
+        """uint8 videos (N, T, H, W, 3), one per prompt; seeds[i] draws prompt i's noise, so the same seed and
+        settings give the same video, bit for bit on CPU, whatever the other prompts are."""
+        from reel.models.text_encoder import check_prompts
+
+        prompts = check_prompts(prompts)
+        seeds = list(seeds)
+        if len(seeds) != len(prompts):
+            raise ReelError(f"generate: {len(prompts)} prompts but {len(seeds)} seeds (one seed per prompt)")
+        for seed in seeds:
+            if not _is_int(seed) or not -2**63 <= seed < 2**64:  # what torch.Generator.manual_seed takes
+                raise ReelError(f"sample.seed={seed!r}: must be an integer in [-2^63, 2^64)")
+        s = sample_settings(self.cfg, num_frames, height, width, steps, guidance, solver, shift, negative_prompt)
+        negative = self.text_encoder.encode([s.negative_prompt]).to(self.device)
+        videos = np.empty((len(prompts), s.num_frames, s.height, s.width, 3), dtype=np.uint8)
+        with tqdm(total=len(prompts) * s.steps, desc="denoise", unit="step", disable=not progress) as bar:
+            for index, (prompt, seed) in enumerate(zip(prompts, seeds)):
+                videos[index] = self._generate_one(prompt, int(seed), s, negative, bar)
+        return videos
+
+    def _generate_one(self, prompt: str, seed: int, s: SampleSettings, negative, bar) -> np.ndarray:
+        from reel.data.video_io import to_uint8
+        from reel.sample.latents import initial_noise, sample_latents
+
+        text = self.text_encoder.encode([prompt]).to(self.device)
+        shape = self.autoencoder.latent_shape(s.num_frames, s.height, s.width)
+        noise = initial_noise(shape, [seed], self.device)
+        latents = sample_latents(self.model, text.embeddings, text.mask, negative.embeddings, negative.mask, noise,
+                                 s.steps, s.guidance, s.shift, s.solver, progress=bar)
+        video = self.autoencoder.decode(latents).float().clamp(-1, 1)
+        return to_uint8(video[0])
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

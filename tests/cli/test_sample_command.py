@@ -1,0 +1,178 @@
+"""`reel sample` end to end on a tiny DiT trained for two steps, and the TextToVideoPipeline API."""
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from reel.cli import main
+from reel.commands.sample import SampleArgs, read_requests
+from reel.data.video_io import read_video
+from reel.errors import ReelError
+from reel.sample.pipeline import TextToVideoPipeline
+from tests.conftest import run_reel
+
+torch.set_num_threads(1)
+
+QUIET = ["logging.wandb=false", "logging.progress=false"]
+MANIFEST_KEYS = {"prompt", "seed", "path", "steps", "guidance", "solver", "shift", "num_frames", "height", "width",
+                 "seconds", "checkpoint"}
+PROMPTS = [
+    {"prompt": "a red square moving up", "seed": 11},
+    {"prompt": "a blue circle moving left"},
+    {"prompt": "a green triangle moving down", "num_frames": 5},
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    run_dir, cache = tmp_path_factory.mktemp("dit_run"), tmp_path_factory.mktemp("text_cache")
+    result = run_reel("train", "dit", "experiment=shapes-64", "data.num_frames=9", "train.steps=2",
+                      "train.batch_size=2", f"train.run_dir={run_dir}", f"text_encoder.cache_dir={cache}", *QUIET)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir / "dit"
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in PROMPTS) + "\n")
+    return path
+
+
+def sample(checkpoint, prompts_file, out_dir, batch_size):
+    result = run_reel("sample", f"checkpoint={checkpoint}", f"prompts={prompts_file}", f"out_dir={out_dir}",
+                      f"batch_size={batch_size}", "steps=3", "solver=dpmpp", "seed=100", *QUIET)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory, checkpoint, prompts_file):
+    out_dir = tmp_path_factory.mktemp("samples")
+    return out_dir, sample(checkpoint, prompts_file, out_dir, batch_size=2)
+
+
+def manifest_rows(out_dir):
+    return [json.loads(line) for line in (out_dir / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_sample_writes_videos_manifest_and_contact_sheet(sampled, checkpoint):
+    out_dir, summary = sampled
+    assert summary["videos"] == 3 and summary["manifest"] == str(out_dir / "manifest.jsonl")
+    rows = manifest_rows(out_dir)
+    assert [row["path"] for row in rows] == ["000000.mp4", "000001.mp4", "000002.mp4"]
+    assert all(set(row) >= MANIFEST_KEYS for row in rows)
+    assert [row["prompt"] for row in rows] == [p["prompt"] for p in PROMPTS]
+    assert [row["seed"] for row in rows] == [11, 101, 102]  # its own seed, else sample.seed + index
+    assert [row["num_frames"] for row in rows] == [9, 9, 5]  # the checkpoint's 9 unless the line says
+    first = rows[0]
+    assert (first["steps"], first["solver"], first["guidance"], first["height"], first["width"]) == \
+        (3, "dpmpp", 4.0, 64, 64)
+    assert first["checkpoint"] == str(checkpoint) and first["seconds"] > 0
+    for row in rows:
+        assert read_video(out_dir / row["path"]).shape == (row["num_frames"], 64, 64, 3)
+    assert (out_dir / "contact_sheet.png").stat().st_size > 0
+
+
+def test_sampling_is_bit_identical_whatever_the_batch_size(sampled, checkpoint, prompts_file, tmp_path):
+    out_dir, _ = sampled
+    sample(checkpoint, prompts_file, tmp_path, batch_size=3)  # one batch instead of two
+    for row in manifest_rows(out_dir):
+        first, again = read_video(out_dir / row["path"]), read_video(tmp_path / row["path"])
+        assert np.array_equal(first, again), row["path"]
+
+
+def test_eval_world_scores_a_sample_folder(sampled):
+    out_dir, _ = sampled
+    result = run_reel("eval", "world", f"manifest={out_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["num_clips"] == 3 and set(report["accuracy"]) == {"color", "shape", "direction", "joint"}
+
+
+def run_in_process(capsys, *args):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", *args, *QUIET])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_user_errors_are_one_line_naming_the_key_or_file(checkpoint, tmp_path, capsys):
+    ckpt = f"checkpoint={checkpoint}"
+    assert "prompt=TEXT or prompts=FILE" in run_in_process(capsys, ckpt)
+    assert "both given" in run_in_process(capsys, ckpt, "prompt=a red square moving up", "prompts=x.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    assert f"prompts={empty}: the file holds no prompts" in run_in_process(capsys, ckpt, f"prompts={empty}")
+    missing = tmp_path / "missing.txt"
+    assert f"prompts={missing}: no such file" in run_in_process(capsys, ckpt, f"prompts={missing}")
+    bad = tmp_path / "bad.jsonl"
+    for line, fragment in [('{"prompt": "a red square moving up"', "not valid JSON"),
+                           ('{"caption": "a red square moving up"}', '"prompt"'),
+                           ('{"prompt": "a red square moving up", "seed": "seven"}', 'seed="seven"')]:
+        bad.write_text('{"prompt": "a blue circle moving left"}\n' + line + "\n")
+        message = run_in_process(capsys, ckpt, f"prompts={bad}")
+        assert f"{bad}:2" in message and fragment in message
+    assert "no such folder" in run_in_process(capsys, f"checkpoint={tmp_path / 'no_run'}", "prompt=a red square")
+    assert "bundled demo model" in run_in_process(capsys, "prompt=a red square moving up")
+    assert "batch_size=0" in run_in_process(capsys, ckpt, "prompt=a red square", "batch_size=0")
+    assert "sample.num_frames=10: must be 1 + 4k" in run_in_process(capsys, ckpt, "prompt=a red square",
+                                                                     "num_frames=10")
+    assert "sample.height=60" in run_in_process(capsys, ckpt, "prompt=a red square", "height=60")
+
+
+def test_a_prompt_line_with_a_bad_clip_length_names_its_line(checkpoint, tmp_path, capsys):
+    bad = tmp_path / "frames.jsonl"
+    bad.write_text('{"prompt": "a red square moving up", "num_frames": 6}\n')
+    message = run_in_process(capsys, f"checkpoint={checkpoint}", f"prompts={bad}")
+    assert f"{bad}:1: sample.num_frames=6: must be 1 + 4k" in message
+
+
+def test_text_prompt_files_skip_blank_lines_and_number_seeds_by_prompt(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("a red square moving up\n\n  a blue circle moving left  \n")
+    requests = read_requests(SampleArgs(prompts=str(path)), base_seed=7)
+    assert [(r.prompt, r.seed, r.num_frames) for r in requests] == [
+        ("a red square moving up", 7, None), ("a blue circle moving left", 8, None)]
+    assert [(r.prompt, r.seed) for r in read_requests(SampleArgs(prompt="a cyan circle"), 3)] == [("a cyan circle", 3)]
+
+
+@pytest.fixture(scope="module")
+def pipeline(checkpoint):
+    return TextToVideoPipeline.from_checkpoint(checkpoint)
+
+
+def test_pipeline_is_deterministic_and_independent_of_batch_companions(pipeline):
+    prompts = ["a red square moving up", "a blue circle moving left", "a green triangle moving down"]
+    videos = pipeline.generate(prompts, [0, 1, 2], steps=2, solver="unipc", progress=False)
+    assert videos.shape == (3, 9, 64, 64, 3) and videos.dtype == np.uint8
+    again = pipeline.generate(prompts, [0, 1, 2], steps=2, solver="unipc", progress=False)
+    assert np.array_equal(videos, again)
+    alone = pipeline.generate(prompts[1:2], [1], steps=2, solver="unipc", progress=False)
+    other_company = pipeline.generate(["a cyan circle moving right", prompts[1]], [5, 1], steps=2, solver="unipc",
+                                      progress=False)
+    assert np.array_equal(alone[0], videos[1]) and np.array_equal(other_company[1], videos[1])
+    other_seed = pipeline.generate(prompts[1:2], [2], steps=2, solver="unipc", progress=False)
+    assert not np.array_equal(other_seed[0], videos[1])
+
+
+def test_pipeline_defaults_come_from_the_checkpoint_and_are_checked(pipeline):
+    s = pipeline.settings()
+    assert (s.num_frames, s.height, s.width, s.steps, s.solver) == (9, 64, 64, 20, "euler")
+    assert pipeline.fps == 8.0
+    for kwargs, message in [({"num_frames": 10}, "sample.num_frames=10: must be 1 + 4k"),
+                            ({"height": 60}, "sample.height=60: must be a positive multiple of 8"),
+                            ({"width": 0}, "sample.width=0"), ({"steps": 0}, "sample.steps=0"),
+                            ({"solver": "heun"}, "sample.solver=heun: unknown solver")]:
+        with pytest.raises(ReelError, match=re.escape(message)):
+            pipeline.generate(["a red square moving up"], [0], progress=False, **kwargs)
+    with pytest.raises(ReelError, match="2 prompts but 1 seeds"):
+        pipeline.generate(["a red square", "a blue circle"], [0], progress=False)
+
+
+def test_the_bundled_demo_model_is_not_in_this_version():
+    with pytest.raises(ReelError, match=r"bundled demo model .* not in this version; pass checkpoint="):
+        TextToVideoPipeline.from_checkpoint(None)
