@@ -181,10 +181,8 @@ def _validate_sample(cfg: DictConfig) -> None:
     _positive("sample.steps", s.steps)
     if s.guidance < 0:
         _fail("sample.guidance", s.guidance, "must be non-negative")
-    if s.num_frames is not None:
-        check_num_frames(cfg, "sample.num_frames", s.num_frames)
-    if s.height is not None or s.width is not None:
-        check_frame_size(cfg, "sample", s.height or cfg.data.height, s.width or cfg.data.width)
+    # sizes and frame counts are checked against the checkpoint being sampled (its autoencoder and
+    # patch size), not the composed config's: reel/sample/pipeline.py sample_settings
 
 
 def validate_config(cfg: DictConfig) -> DictConfig:

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from reel.models.cache import LinearStateCache
-from reel.models.rope import apply_rope
+from reel.models.rope import rotate
 from reel.models.tokens import TokenGrid
 
 State = Tuple[torch.Tensor, torch.Tensor]
@@ -78,8 +78,8 @@ class LinearAttention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: TokenGrid,
                 cache: Optional[LinearStateCache] = None, update_cache: bool = False) -> torch.Tensor:
         q, k = F.relu(q), F.relu(k)
-        cos, sin = grid.rope_tables
-        q_rot, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        table = grid.rope_table
+        q_rot, k_rot = rotate(q, table), rotate(k, table)
         if not grid.causal:
             kv, ksum = self.reduce_states(*linear_state(k_rot, k, v))
             return linear_apply(q_rot, q, kv, ksum, self.eps).to(v.dtype)

@@ -49,22 +49,19 @@ class Rope3D(nn.Module):
         return angles.cos().float(), angles.sin().float()
 
 
-def expand_rope_tables(cos: torch.Tensor, sin: torch.Tensor, dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(N, R) tables -> (N, dim) ones for x * cos + swap(x) * sin: cos repeated per pair (1 past 2R), sin
-    signed (-sin, sin) per pair (0 past 2R)."""
-    tail = dim - 2 * cos.shape[-1]
-    cos = F.pad(cos.repeat_interleave(2, dim=-1), (0, tail), value=1.0)
-    sin = F.pad(torch.stack((-sin, sin), dim=-1).flatten(-2), (0, tail))
-    return cos, sin
+def rope_table(cos: torch.Tensor, sin: torch.Tensor, dim: int) -> torch.Tensor:
+    """(N, R) cos and sin -> the (N, dim / 2) complex rotations of the channel pairs (1 past the R rotated)."""
+    tail = dim // 2 - cos.shape[-1]
+    return torch.complex(F.pad(cos, (0, tail), value=1.0), F.pad(sin, (0, tail)))
+
+
+def rotate(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved channel pairs of x (..., N, D) by the complex `table` (N, D / 2), in fp32: one
+    complex product, several times faster (with its backward) than cos/sin products on a swapped copy."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
+    return torch.view_as_real(pairs * table).flatten(-2).to(x.dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved channel pairs of x (..., N, D) by (cos, sin): (N, R) tables, channels past 2R
-    staying as they are, or tables already expanded to (N, D) by expand_rope_tables (R <= D / 2, so the
-    width tells them apart)."""
-    # as x * cos + swap(x) * sin over all D channels: two products and no concatenation, which
-    # matters on the q and k of every layer
-    if cos.shape[-1] != x.shape[-1]:
-        cos, sin = expand_rope_tables(cos, sin, x.shape[-1])
-    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
-    return (x.float() * cos + swapped.float() * sin).to(x.dtype)
+    """Rotate interleaved channel pairs of x (..., N, D) by (cos, sin) (N, R); channels past 2R stay as they are."""
+    return rotate(x, rope_table(cos, sin, x.shape[-1]))

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from reel.models.cache import KVCache
-from reel.models.rope import apply_rope
+from reel.models.rope import rotate
 from reel.models.tokens import TokenGrid
 
 
@@ -37,8 +37,8 @@ class SoftmaxAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: TokenGrid,
                 cache: Optional[KVCache] = None, update_cache: bool = False) -> torch.Tensor:
-        cos, sin = grid.rope_tables
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        table = grid.rope_table
+        q, k = rotate(q, table), rotate(k, table)
         if not grid.causal:
             return F.scaled_dot_product_attention(q, k, v)
         per_frame = (grid.frames, grid.tokens_per_frame)

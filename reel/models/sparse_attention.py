@@ -22,7 +22,7 @@ from torch.nn.attention.flex_attention import BlockMask, flex_attention
 from torch.utils.checkpoint import checkpoint
 
 from reel.models.cache import KVCache
-from reel.models.rope import apply_rope, grid_positions
+from reel.models.rope import grid_positions, rotate
 from reel.models.tokens import TokenGrid
 
 _compiled_flex = None
@@ -193,8 +193,8 @@ class SlidingTileAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: TokenGrid,
                 cache: Optional[KVCache] = None, update_cache: bool = False) -> torch.Tensor:
-        cos, sin = grid.rope_tables
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        table = grid.rope_table
+        q, k = rotate(q, table), rotate(k, table)
         layout = TileLayout(grid, self.tile)
         q_tiles, k_tiles, v_tiles = layout.to_tiles(q), layout.to_tiles(k), layout.to_tiles(v)
         coords, valid = layout.coords(), layout.valid()

@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from reel.models.rope import Rope3D, expand_rope_tables, grid_positions
+from reel.models.rope import Rope3D, grid_positions, rope_table
 
 
 @dataclass(eq=False)
@@ -50,10 +50,10 @@ class TokenGrid:
         return self.rope(positions)
 
     @cached_property
-    def rope_tables(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """rope_cos_sin expanded to the head width (expand_rope_tables), built once for every layer."""
+    def rope_table(self) -> torch.Tensor:
+        """The complex rotations (N, head_dim / 2) of rope.rotate, built once for every layer."""
         cos, sin = self.rope_cos_sin
-        return expand_rope_tables(cos, sin, self.rope.head_dim)
+        return rope_table(cos, sin, self.rope.head_dim)
 
     def frame_index(self) -> torch.Tensor:
         """Absolute index of each frame of the grid."""

@@ -20,7 +20,6 @@ def assert_one_line_error(result, *fragments):
     (["train", "data.height=100", "autoencoder=dc-ae-v-f32t4c32"], ["data.height=100", "divisible by 32"]),
     (["data", "make-shapes"], ["out_dir"]),
     (["data", "make-shapes", "out_dir=x", "num_clips=many"], ["num_clips"]),
-    (["sample", "num_frames=16"], ["sample.num_frames=16", "1 + 4k"]),
     (["nonsense"], ["unknown command"]),
     (["data", "scan", "dir=/no/such/dir", "out=/tmp/x.jsonl"], ["/no/such/dir"]),
     (["eval", "world", "manifest=/no/such/manifest.jsonl"], ["/no/such/manifest.jsonl"]),
