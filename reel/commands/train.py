@@ -16,7 +16,8 @@ class TrainAutoencoderArgs:
     preview_clips: int = 4  # clips reconstructed in each preview PNG
 
 
-def _loader(cfg, ranks):
+def training_loader(cfg, ranks):
+    """The configured dataset in resumable bucket batches, sharded over data-parallel ranks."""
     from reel.data.build import build_dataset, configured_bucket_of
     from reel.data.buckets import BucketBatchSampler
     from reel.data.folder import collate_skip_bad
@@ -69,7 +70,7 @@ def train_autoencoder_command(cfg, args: TrainAutoencoderArgs) -> int:
     ranks = init_distributed(cfg.distributed.sp_size, cfg.distributed.backend)
     model = autoencoder_from_config(cfg.autoencoder).train()  # warm start when autoencoder.checkpoint is set
     objective = AutoencoderObjective(cfg.train.ae)
-    trainer = Trainer(cfg, model, objective, _loader(cfg, ranks),
+    trainer = Trainer(cfg, model, objective, training_loader(cfg, ranks),
                       preview=autoencoder_preview(cfg, args.preview_clips))
     state = trainer.fit()
     if ranks.rank == 0:

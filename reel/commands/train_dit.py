@@ -51,7 +51,7 @@ def dit_preview(cfg, autoencoder, text_encoder):
 
 
 def _dit_loader(cfg, ranks, ae_identity: str, text_identity: str):
-    from reel.commands.train import _loader
+    from reel.commands.train import training_loader
     from reel.data.latent_shards import check_shards_match, read_index
 
     if cfg.data.kind == "latents":
@@ -61,7 +61,7 @@ def _dit_loader(cfg, ranks, ae_identity: str, text_identity: str):
             height, width, frames = index["clip_size"]
             raise ReelError(f"data.latents={cfg.data.latents}: encoded at {height}x{width}x{frames}; set "
                             f"data.height={height} data.width={width} data.num_frames={frames}")
-    return _loader(cfg, ranks)
+    return training_loader(cfg, ranks)
 
 
 def train_dit_command(cfg, args: TrainDitArgs) -> int:

@@ -70,9 +70,10 @@ class ModelConfig:
     sparse_window: List[int] = field(default_factory=lambda: [3, 3, 3])  # tiles in each neighbourhood
     causal_chunk: Optional[int] = None  # latent frames per chunk in block-causal mode
     gradient_checkpointing: bool = False  # recompute whole blocks in backward
-    # recompute the cheap parts (QK-norm, attention core, Mix-FFN's SiLU/depthwise convs/gate) in backward
-    # instead of storing them: the same gradients, much less activation memory, a little more compute
-    recompute_activations: bool = True
+    # what backward recomputes instead of storing (same gradients either way): none; attention (QK-norm
+    # and the attention core: little compute, a good share of the memory); all (also Mix-FFN's SiLU,
+    # depthwise convolutions and gate: about a quarter less activation memory again, ~10% more time)
+    recompute_activations: str = "attention"
     sparse_backend: str = "gather"  # gather (any device) | flex (compiled flex_attention; GPU only for training)
     qk_norm: str = "rms_across_heads"  # rms_across_heads (SANA-Video, Wan) | rms_per_head | none
     qk_norm_eps: float = 1e-6

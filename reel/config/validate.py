@@ -133,6 +133,7 @@ def _validate_model(cfg: DictConfig) -> None:
               f"must hold whole sparse tiles of {model.sparse_tile[0]} frames (after the temporal patch {pt})")
     _choice("model.sparse_backend", model.sparse_backend, ("gather", "flex"))
     _choice("model.qk_norm", model.qk_norm, ("rms_across_heads", "rms_per_head", "none"))
+    _choice("model.recompute_activations", model.recompute_activations, ("none", "attention", "all"))
     _choice("model.ffn", model.ffn, ("mixffn", "mlp"))
     _choice("model.mixffn_temporal", model.mixffn_temporal, ("depthwise", "dense", "none"))
     if model.mixffn_temporal_kernel < 1 or model.mixffn_temporal_kernel % 2 == 0:

@@ -77,7 +77,7 @@ class DiTBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
         core = make_attention_core(kind, cfg.sparse_tile, cfg.sparse_window, cfg.sparse_backend)
         self.attn = SelfAttention(dim, heads, core, cfg.qkv_bias, cfg.qk_norm, cfg.qk_norm_eps,
-                                  recompute=cfg.recompute_activations)
+                                  recompute=cfg.recompute_activations in ("attention", "all"))
         self.cross_norm = nn.LayerNorm(dim, eps=1e-6) if cfg.cross_attention_norm else nn.Identity()
         self.cross_attn = CrossAttention(dim, heads, cfg.qk_norm, cfg.qk_norm_eps)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
@@ -85,7 +85,7 @@ class DiTBlock(nn.Module):
             self.ffn = MLP(dim, cfg.mlp_ratio)
         else:
             self.ffn = MixFFN(dim, cfg.mlp_ratio, cfg.mixffn_temporal, cfg.mixffn_temporal_kernel,
-                              recompute=cfg.recompute_activations)
+                              recompute=cfg.recompute_activations == "all")
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim ** 0.5)
 
     def forward(self, x: torch.Tensor, time_mod: torch.Tensor, text: torch.Tensor, text_mask: Optional[torch.Tensor],

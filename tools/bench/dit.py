@@ -39,14 +39,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def build(name: str, attention: str):
+def build(name: str, attention: str, recompute: str = "attention"):
     """(model, forward(latents, t, text, mask) -> prediction)."""
     if name == "reel":
         from reel.config.schema import ModelConfig
         from reel.models.dit import build_dit
 
         cfg = ModelConfig(name="bench", hidden_size=HEADS * HEAD_DIM, depth=LAYERS, num_heads=HEADS, mlp_ratio=2.5,
-                          patch_size=[1, 2, 2], attention=attention)
+                          patch_size=[1, 2, 2], attention=attention, recompute_activations=recompute)
         model = build_dit(cfg, CHANNELS, TEXT_DIM)
         return model, lambda x, t, text, mask: model(x, t, text, mask)
     if name == "sana_video":
@@ -71,7 +71,8 @@ def build(name: str, attention: str):
 
 def measure(name: str, frames: int, device: str, attention: str, repeats: int) -> dict:
     torch.manual_seed(0)
-    model, forward = build(name, attention)
+    name, _, recompute = name.partition(":")
+    model, forward = build(name, attention, recompute or "attention")
     model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     latents = torch.randn(1, CHANNELS, frames, SIZE, SIZE, device=device)
@@ -98,7 +99,7 @@ def measure(name: str, frames: int, device: str, attention: str, repeats: int) -
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = [step() for _ in range(repeats)]
-    return {"model": name, "frames": frames, "tokens": frames * (SIZE // 2) ** 2,
+    return {"model": name + (f" (recompute {recompute})" if recompute else ""), "frames": frames, "tokens": frames * (SIZE // 2) ** 2,
             "params": sum(p.numel() for p in model.parameters()), "seconds": round(min(times), 3),
             "all_seconds": [round(x, 3) for x in times], "warmup_seconds": round(warm, 3),
             "peak_mb": round(_peak_mb(device), 1), "step_peak_mb": round(_peak_mb(device) - before, 1)}
@@ -109,7 +110,7 @@ def _child(name: str, frames: int, args) -> dict:
            "--attention", args.attention, "--repeats", str(args.repeats)]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if result.returncode:
-        return {"model": name, "frames": frames, "error": result.stderr.strip().splitlines()[-1][-300:]}
+        return {"model": name + (f" (recompute {recompute})" if recompute else ""), "frames": frames, "error": result.stderr.strip().splitlines()[-1][-300:]}
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -119,6 +120,7 @@ def main() -> None:
     parser.add_argument("--frames", default="4,16")
     parser.add_argument("--attention", default="linear", help="reel's self-attention kind (SANA-Video: linear)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--recompute", default="attention,all", help="reel's model.recompute_activations settings")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "FRAMES"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "dit.json"))
     args = parser.parse_args()
@@ -127,23 +129,28 @@ def main() -> None:
         return
 
     rows, ratios = {}, {}
+    variants = [f"reel:{r}" for r in args.recompute.split(",")]
     for frames in (int(f) for f in args.frames.split(",")):
-        for name in MODELS:
+        for name in [*variants, *MODELS[1:]]:
             rows[f"{name}_{frames}"] = _child(name, frames, args)
             print(json.dumps(rows[f"{name}_{frames}"]), flush=True)
-        reel = rows[f"reel_{frames}"]
         tokens = frames * (SIZE // 2) ** 2
-        ratios[str(tokens)] = {
-            f"reel_over_{peer}": {"seconds": round(reel["seconds"] / rows[f"{peer}_{frames}"]["seconds"], 3),
-                                  "peak_mb": round(reel["peak_mb"] / rows[f"{peer}_{frames}"]["peak_mb"], 3),
-                                  "step_peak_mb": round(reel["step_peak_mb"] / rows[f"{peer}_{frames}"]["step_peak_mb"], 3)}
-            for peer in MODELS[1:] if "seconds" in reel and "seconds" in rows[f"{peer}_{frames}"]}
+        ratios[str(tokens)] = {}
+        for variant in variants:
+            reel = rows[f"{variant}_{frames}"]
+            for peer in MODELS[1:]:
+                other = rows[f"{peer}_{frames}"]
+                if "seconds" in reel and "seconds" in other:
+                    ratios[str(tokens)][f"{variant}_over_{peer}"] = {
+                        "seconds": round(reel["seconds"] / other["seconds"], 3),
+                        "peak_mb": round(reel["peak_mb"] / other["peak_mb"], 3),
+                        "step_peak_mb": round(reel["step_peak_mb"] / other["step_peak_mb"], 3)}
     result = {
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0),
         "threads": torch.get_num_threads(),
         "shape": {"hidden": HEADS * HEAD_DIM, "heads": HEADS, "layers": LAYERS, "latent_channels": CHANNELS,
                   "patch": [1, 2, 2], "latent_hw": SIZE, "text_tokens": TEXT_TOKENS, "text_dim": TEXT_DIM},
-        "reel_attention": args.attention,
+        "reel_attention": args.attention, "reel_recompute": args.recompute.split(","),
         "what": "one training step: forward, MSE backward, AdamW step; min over repeats after one warm-up step",
         "measurements": rows, "ratios": ratios,
         "command": "python tools/bench/dit.py " + " ".join(sys.argv[1:]),
