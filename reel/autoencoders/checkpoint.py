@@ -20,13 +20,12 @@ from reel.assets import resolve_checkpoint_path
 from reel.atomic import atomic_folder
 from reel.autoencoders.arch import KIND, autoencoder_config_dict, plain_config, resolve_arch
 from reel.autoencoders.model import VideoAutoencoder
+from reel.checkpoint_folder import CONFIG_FILE, EXTRA_INFO_KEY, WEIGHTS_FILE, require_folder
+from reel.checkpoint_folder import read_extra_info as read_folder_extra_info
 from reel.config.schema import AutoencoderConfig
 from reel.errors import ReelError
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.yaml"
 LATENT_STATS = ("latent_mean", "latent_std")  # kept in fp32 whatever the weights' dtype
-EXTRA_INFO_KEY = "reel_extra_info"
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -64,12 +63,7 @@ def save_autoencoder(model: nn.Module, path: Union[str, Path], cfg_autoencoder: 
 def read_autoencoder_config(path: Union[str, Path]):
     """The checked `autoencoder` config node stored in a checkpoint folder."""
     path = resolve_checkpoint_path(path)
-    if not path.is_dir():
-        raise ReelError(f"autoencoder checkpoint {path}: no such folder")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (path / name).is_file():
-            raise ReelError(f"autoencoder checkpoint {path}: {name} is missing (a checkpoint folder holds "
-                            f"{WEIGHTS_FILE} and {CONFIG_FILE})")
+    require_folder(path, "autoencoder checkpoint", "a checkpoint folder")
     try:
         stored = OmegaConf.load(path / CONFIG_FILE)
         return OmegaConf.merge(OmegaConf.structured(AutoencoderConfig), stored)
@@ -80,10 +74,7 @@ def read_autoencoder_config(path: Union[str, Path]):
 
 def read_extra_info(path: Union[str, Path]) -> dict:
     """The `extra_info` given to save_autoencoder ({} if none)."""
-    path = resolve_checkpoint_path(path)
-    with safe_open(str(Path(path) / WEIGHTS_FILE), framework="pt") as f:
-        text = (f.metadata() or {}).get(EXTRA_INFO_KEY)
-    return json.loads(text) if text else {}
+    return read_folder_extra_info(resolve_checkpoint_path(path))
 
 
 def load_autoencoder(path: Union[str, Path], device: Union[str, torch.device] = "cpu",

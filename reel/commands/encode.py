@@ -66,10 +66,9 @@ def encode_command(cfg, args: EncodeArgs) -> int:
             if done >= total:
                 break
     height, width, frames = next(iter(shapes))
-    null = text_encoder.encode([""])
     info = {"autoencoder": cfg.autoencoder.checkpoint, "autoencoder_identity": ae_identity,
             "text_encoder_identity": text_encoder.identity, "clip_size": [height, width, frames],
-            "latent_shape": list(latents.shape[1:]), "text_shape": list(null.embeddings.shape[1:]),
+            "latent_shape": list(latents.shape[1:]), "text_shape": list(text.embeddings.shape[1:]),
             "data": cfg.data.name, "seed": cfg.seed, "skipped": skipped}
     out = writer.close(info)
     print(json.dumps({"out_dir": str(out), "clips": done, "skipped": skipped, "shards": len(writer.shards),

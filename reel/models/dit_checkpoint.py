@@ -13,17 +13,15 @@ from typing import Any, Optional, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from reel.assets import resolve_checkpoint_path
 from reel.atomic import atomic_folder
+from reel.checkpoint_folder import CONFIG_FILE, EXTRA_INFO_KEY, WEIGHTS_FILE, read_extra_info, require_folder
 from reel.errors import ReelError
 from reel.models.dit import DiT
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.yaml"
-EXTRA_INFO_KEY = "reel_extra_info"
 KIND = "dit"
 GROUPS = ("model", "autoencoder", "text_encoder", "sample")
 DATA_KEYS = ("height", "width", "num_frames", "fps")
@@ -55,12 +53,7 @@ def save_dit(model: DiT, path: Union[str, Path], cfg: Any, dtype: torch.dtype = 
 
 def read_dit_config(path: Union[str, Path]) -> DictConfig:
     path = resolve_checkpoint_path(path)
-    if not path.is_dir():
-        raise ReelError(f"checkpoint {path}: no such folder")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (path / name).is_file():
-            raise ReelError(f"checkpoint {path}: {name} is missing (a DiT folder holds {WEIGHTS_FILE} and "
-                            f"{CONFIG_FILE})")
+    require_folder(path, "checkpoint", "a DiT folder")
     cfg = OmegaConf.load(path / CONFIG_FILE)
     if cfg.get("dit", {}).get("kind") != KIND:
         raise ReelError(f"{path / CONFIG_FILE}: not a DiT checkpoint (no dit.kind={KIND}); "
@@ -69,9 +62,7 @@ def read_dit_config(path: Union[str, Path]) -> DictConfig:
 
 
 def read_dit_extra_info(path: Union[str, Path]) -> dict:
-    with safe_open(str(resolve_checkpoint_path(path) / WEIGHTS_FILE), framework="pt") as f:
-        text = (f.metadata() or {}).get(EXTRA_INFO_KEY)
-    return json.loads(text) if text else {}
+    return read_extra_info(resolve_checkpoint_path(path))
 
 
 def load_dit(path: Union[str, Path], device: Union[str, torch.device] = "cpu",

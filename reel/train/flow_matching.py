@@ -13,7 +13,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from reel.models.text_encoder import TextEmbeddings
+from reel.models.text_encoder import TextEmbeddings, masked_mean
 from reel.sample.timesteps import shift_time
 
 
@@ -44,7 +44,8 @@ class Conditioner:
     @torch.no_grad()
     def __call__(self, batch: dict) -> tuple[torch.Tensor, TextEmbeddings]:
         if "latents" in batch:
-            text = TextEmbeddings(batch["text_emb"].float(), batch["text_mask"].bool(), batch["text_emb"].mean(1))
+            emb, mask = batch["text_emb"].float(), batch["text_mask"].bool()
+            text = TextEmbeddings(emb, mask, masked_mean(emb, mask))
             return batch["latents"].float(), text
         if self.autoencoder is None:
             raise ValueError("raw clips need an autoencoder to encode them")

@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from device_stats import peak_mb, sync
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -30,15 +31,6 @@ GRIDS = {1024: (4, 16, 16), 4096: (4, 32, 32), 16384: (16, 32, 32), 65536: (16, 
 KINDS = ("linear", "softmax", "sparse")
 
 
-def _peak_mb(device: str) -> float:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def measure(kind: str, tokens: int, device: str, heads: int, head_dim: int, repeats: int) -> dict:
@@ -58,20 +50,20 @@ def measure(kind: str, tokens: int, device: str, heads: int, head_dim: int, repe
     def step() -> float:
         for x in (q, k, v):
             x.grad = None
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         core(q, k, v, grid).backward(grad)
-        _sync(device)
+        sync(device)
         return time.perf_counter() - start
 
     if device == "cuda":
         step()  # kernels and caches warm
         torch.cuda.reset_peak_memory_stats()
-    before = _peak_mb(device)
+    before = peak_mb(device)
     times = [step() for _ in range(repeats)]
     return {"kind": kind, "tokens": tokens, "grid": [frames, height, width], "seconds": round(min(times), 4),
-            "all_seconds": [round(t, 4) for t in times], "peak_mb": round(_peak_mb(device), 1),
-            "op_peak_mb": round(_peak_mb(device) - before, 1), "dtype": str(dtype).replace("torch.", "")}
+            "all_seconds": [round(t, 4) for t in times], "peak_mb": round(peak_mb(device), 1),
+            "op_peak_mb": round(peak_mb(device) - before, 1), "dtype": str(dtype).replace("torch.", "")}
 
 
 def _child(kind: str, tokens: int, args) -> dict:

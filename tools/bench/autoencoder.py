@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -21,13 +20,10 @@ from pathlib import Path
 
 import torch
 
+from device_stats import peak_mb, sync
+
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _peak_mb(device: str) -> float:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _reel_model(name: str, device: str):
@@ -64,18 +60,17 @@ def measure_one(kind: str, op: str, frames: int, size: int, device: str, stream_
             run = lambda: model.encode(clip)  # noqa: E731
         else:
             run = lambda: model.decode(latent, chunked=op == "stream_decode")  # noqa: E731
+        sync(device)
         if device == "cuda":
-            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        before = _peak_mb(device)
+        before = peak_mb(device)
         start = time.perf_counter()
         out = run()
-        if device == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         seconds = time.perf_counter() - start
     shape = list(out.shape)
     return {"kind": kind, "op": op, "frames": frames, "size": size, "seconds": round(seconds, 3),
-            "peak_mb": round(_peak_mb(device), 1), "peak_mb_before_op": round(before, 1), "output_shape": shape}
+            "peak_mb": round(peak_mb(device), 1), "peak_mb_before_op": round(before, 1), "output_shape": shape}
 
 
 def _child(kind: str, op: str, frames: int, size: int, device: str, stream_model: str) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -22,21 +21,14 @@ from pathlib import Path
 
 import torch
 
+from device_stats import peak_mb, sync
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 HEADS, HEAD_DIM, LAYERS, CHANNELS, TEXT_DIM, TEXT_TOKENS, SIZE = 6, 64, 4, 16, 384, 32, 64
 MODELS = ("reel", "sana_video", "wan")
 
 
-def _peak_mb(device: str) -> float:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def build(name: str, attention: str, recompute: str = "attention"):
@@ -84,17 +76,17 @@ def measure(name: str, frames: int, device: str, attention: str, repeats: int) -
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
 
     def step() -> float:
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         with autocast:
             loss = torch.nn.functional.mse_loss(forward(latents, t, text, mask).float(), target)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        _sync(device)
+        sync(device)
         return time.perf_counter() - start
 
-    before = _peak_mb(device)  # the process with its model, optimizer and inputs, before any step
+    before = peak_mb(device)  # the process with its model, optimizer and inputs, before any step
     warm = step()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -102,7 +94,7 @@ def measure(name: str, frames: int, device: str, attention: str, repeats: int) -
     return {"model": name + (f" (recompute {recompute})" if recompute else ""), "frames": frames, "tokens": frames * (SIZE // 2) ** 2,
             "params": sum(p.numel() for p in model.parameters()), "seconds": round(min(times), 3),
             "all_seconds": [round(x, 3) for x in times], "warmup_seconds": round(warm, 3),
-            "peak_mb": round(_peak_mb(device), 1), "step_peak_mb": round(_peak_mb(device) - before, 1)}
+            "peak_mb": round(peak_mb(device), 1), "step_peak_mb": round(peak_mb(device) - before, 1)}
 
 
 def _child(name: str, frames: int, args) -> dict:
