@@ -34,6 +34,7 @@ from reel.models.cache import BlockCache, DiTCache, KVCache, LinearStateCache
 from reel.models.mixffn import MLP, MixFFN
 from reel.models.rope import Rope3D
 from reel.models.tokens import TokenGrid
+from reel.parallel.sequence import SequenceSlice, gather_frames
 
 FREQUENCY_DIM = 256
 
@@ -117,6 +118,7 @@ class DiT(nn.Module):
                              f"{self.patch_size[0]}")
         self.causal_chunk = None if cfg.causal_chunk is None else cfg.causal_chunk // self.patch_size[0]
         self.gradient_checkpointing = cfg.gradient_checkpointing
+        self.sequence_parallel = None  # set by reel.parallel.sequence.enable_sequence_parallel
 
         self.patch_embed = nn.Conv3d(latent_channels, dim, self.patch_size, stride=self.patch_size)
         self.time_embed = TimestepEmbedder(dim, cfg.timestep_scale)
@@ -192,12 +194,27 @@ class DiT(nn.Module):
         if latents.dim() != 5 or any(size % p for size, p in zip(latents.shape[2:], self.patch_size)):
             raise ValueError(f"latents of shape {tuple(latents.shape)} are not (B, C, T, H, W) in whole patches "
                              f"of {self.patch_size}")
+        sp, pt = self.sequence_parallel, self.patch_size[0]
+        if sp is not None:
+            if cache is not None:
+                raise ValueError("cached chunk-by-chunk generation runs on one process, not sequence-parallel")
+            split = sp.split(latents.shape[2] // pt, self.causal_chunk or 1)
+            latents = F.pad(latents, (0, 0, 0, 0, 0, (split.per_rank * sp.size - split.total) * pt))
+            latents = latents[:, :, split.start * pt:(split.start + split.per_rank) * pt]
         x = self.patch_embed(latents)
         batch, dim, frames, height, width = x.shape
         x = x.flatten(2).transpose(1, 2)
-        grid = TokenGrid(frames, height, width, frame_offset // self.patch_size[0], self.causal_chunk, self.rope,
-                         x.device)
-        time_emb = self.time_embed(self.frame_timesteps(timesteps, batch, frames))  # (B, G, D)
+        frame_times = self.frame_timesteps(timesteps, batch, frames if sp is None else split.total)
+        if sp is None:
+            grid = TokenGrid(frames, height, width, frame_offset // pt, self.causal_chunk, self.rope, x.device)
+        else:
+            whole = TokenGrid(split.total, height, width, frame_offset // pt, self.causal_chunk, self.rope, x.device)
+            grid = whole.replace(frames=frames, frame_offset=whole.frame_offset + split.start,
+                                 parallel=SequenceSlice(sp, split, whole))
+            if frame_times.shape[1] > 1:  # per-frame times: this slice's (padding repeats the last)
+                index = torch.arange(split.start, split.start + frames, device=x.device).clamp(max=split.total - 1)
+                frame_times = frame_times.index_select(1, index)
+        time_emb = self.time_embed(frame_times)  # (B, G, D)
         time_mod = self.time_modulation(time_emb).unflatten(-1, (6, dim))
         text = self.text_norm(self.text_proj(text_emb))
         block_caches = cache.blocks if cache is not None else repeat(None)
@@ -208,7 +225,17 @@ class DiT(nn.Module):
                 x = block(x, time_mod, text, text_mask, grid, block_cache, update_cache)
         shift, scale = (self.final_table + time_emb.unsqueeze(-2)).unbind(dim=-2)
         x = self.final_proj(modulate(self.final_norm(x), shift, scale))
-        return self.unpatchify(x, frames, height, width)
+        out = self.unpatchify(x, frames, height, width)
+        return out if sp is None else gather_frames(out, split, sp, frame_dim=2, frames_per_slice_frame=pt)
+
+    def loss_frames(self, latent_frames: int) -> slice:
+        """The latent frames whose loss this process computes: all of them, or under sequence
+        parallelism its own slice's real frames (so each sample's loss is counted once over the group)."""
+        if self.sequence_parallel is None:
+            return slice(0, latent_frames)
+        pt = self.patch_size[0]
+        split = self.sequence_parallel.split(latent_frames // pt, self.causal_chunk or 1)
+        return slice(split.start * pt, (split.start + split.valid) * pt)
 
     @staticmethod
     def frame_timesteps(timesteps: torch.Tensor, batch: int, frames: int) -> torch.Tensor:

@@ -94,11 +94,13 @@ class MixFFN(nn.Module):
         """k - 1 frames around x (B, T, H, W, C): zeros at both ends of the video, or in block-causal
         mode the cached past on the left and nothing on the right.
 
-        Sequence parallelism overrides this with a halo exchange of the neighbouring slices' frames.
+        A sequence-parallel slice gets its halo from the neighbouring slices instead.
         """
         k = self.time_kernel
         if k == 1:
             return x
+        if grid.parallel is not None:
+            return grid.parallel.pad_time(x, k, grid.causal)
         if not grid.causal:
             return F.pad(x, (0, 0, 0, 0, 0, 0, k // 2, k // 2))
         if cache is not None and cache.frames is not None:

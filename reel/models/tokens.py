@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 
@@ -27,6 +27,7 @@ class TokenGrid:
     causal_chunk: Optional[int] = None
     rope: Optional[Rope3D] = None
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    parallel: Optional[Any] = None  # a sequence-parallel slice (reel.parallel.sequence.SequenceSlice)
 
     @property
     def tokens_per_frame(self) -> int:

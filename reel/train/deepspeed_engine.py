@@ -96,11 +96,13 @@ def deepspeed_config(train, dp_size: int) -> dict[str, Any]:
     }
 
 
-def build_engine(model: nn.Module, train, dp_size: int):
-    """(engine, lr_scheduler) for `model`; the engine's optimizer state is fp32."""
+def build_engine(model: nn.Module, train, dp_size: int, mpu=None):
+    """(engine, lr_scheduler) for `model`; the engine's optimizer state is fp32. `mpu` describes the
+    data/sequence-parallel groups under sequence parallelism (reel.parallel.groups.DeepSpeedGroups)."""
     deepspeed = import_deepspeed()
     optimizer = build_optimizer(model, train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(train))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=deepspeed_config(train, dp_size), dist_init_required=False)
+                                           config=deepspeed_config(train, dp_size), dist_init_required=False,
+                                           mpu=mpu)
     return engine, scheduler

@@ -100,15 +100,14 @@ class Trainer:
         self.run_dir = Path(run_dir if run_dir is not None else self.train.run_dir)
         self.objective, self.loader, self.preview = objective, loader, preview
         self.ranks = init_distributed(self.cfg.distributed.sp_size, self.cfg.distributed.backend)
-        if self.ranks.sp_size != 1:
-            raise ReelError(f"distributed.sp_size={self.ranks.sp_size}: sequence-parallel training is not "
-                            "available yet; use 1")
         init_single_process_group(self.cfg.distributed.backend)  # DeepSpeed wants a group even for one process
         self.is_main = self.ranks.rank == 0
         self.log = console_logger(self.is_main)
-        # The EMA copy is taken before DeepSpeed partitions or moves the weights.
+        # The EMA copy is taken before DeepSpeed partitions or moves the weights, and before sequence
+        # parallelism: previews run it on rank 0 alone.
         self.ema = ModelEMA(model, self.train.ema_decay, keep=self.is_main)
-        self.engine, self.scheduler = build_engine(model, self.train, self.ranks.dp_size)
+        mpu = self._split_sequence(model) if self.ranks.sp_size > 1 else None
+        self.engine, self.scheduler = build_engine(model, self.train, self.ranks.dp_size, mpu)
         self.device = self.engine.device
         self.use_bf16 = bf16_enabled(self.train.precision, self.device)
         self.ema.to(self.device)
@@ -116,6 +115,18 @@ class Trainer:
         self.checkpoints = CheckpointFolders(self.run_dir / "checkpoints", int(self.train.keep_last))
         self._tracker = tracker
         self._last_saved_step: Optional[int] = None
+
+    def _split_sequence(self, model: nn.Module):
+        """Make `model` run sequence-parallel; DeepSpeed's view of the groups (its `mpu`)."""
+        from reel.parallel.groups import DeepSpeedGroups, build_parallel_groups
+        from reel.parallel.sequence import SequenceParallel, enable_sequence_parallel
+
+        if not hasattr(model, "sequence_parallel"):
+            raise ReelError(f"distributed.sp_size={self.ranks.sp_size}: only the DiT trains sequence-parallel; "
+                            f"use 1 for {type(model).__name__}")
+        groups = build_parallel_groups(self.ranks)
+        enable_sequence_parallel(model, SequenceParallel(groups.sp_group, self.ranks.sp_rank, self.ranks.sp_size))
+        return DeepSpeedGroups(groups)
 
     @property
     def model(self) -> nn.Module:
@@ -198,11 +209,12 @@ class Trainer:
         packed = torch.stack([torch.where(finite, value, torch.zeros_like(value)), (~finite).float(),
                               torch.tensor(float(samples), device=value.device),
                               torch.tensor(float(tokens), device=value.device)]).double()
-        world = self.ranks.world_size
-        if world > 1:
+        if self.ranks.world_size > 1:
             dist.all_reduce(packed)
         loss_sum, nonfinite_ranks, samples, tokens = packed.tolist()
-        return loss_sum / world, nonfinite_ranks == 0, int(samples), int(tokens)
+        # the ranks of a sequence-parallel group share their samples, each with its slice's share of the loss
+        sp = self.ranks.sp_size
+        return loss_sum / self.ranks.dp_size, nonfinite_ranks == 0, int(samples) // sp, int(tokens) // sp
 
     def _count(self, outcome: StepOutcome) -> None:
         state = self.state

@@ -29,6 +29,14 @@ def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch
     return (1.0 - t) * x0 + t * noise
 
 
+def model_frames(model, latent_frames: int) -> Optional[slice]:
+    """The latent frames this rank owns under sequence parallelism (None on one process)."""
+    module = getattr(model, "module", model)
+    if getattr(module, "sequence_parallel", None) is None:
+        return None
+    return module.loss_frames(latent_frames)
+
+
 class Conditioner:
     """A batch -> (latents, TextEmbeddings): encodes raw clips and captions, or passes precomputed ones."""
 
@@ -80,6 +88,11 @@ class FlowMatchingObjective:
         t = sample_training_times(x0.shape[0], self.cfg.logit_mean, self.cfg.logit_std, self.cfg.shift, x0.device)
         noise = torch.randn_like(x0)
         prediction = model(interpolate(x0, noise, t), t, emb, mask)
-        loss = F.mse_loss(prediction.float(), (noise - x0).float())
+        frames = model_frames(model, x0.shape[2])
+        if frames is None:
+            loss = F.mse_loss(prediction.float(), (noise - x0).float())
+        else:  # sequence parallel: this rank's frames' share of the sample's mean
+            error = (prediction.float() - (noise - x0).float())[:, :, frames]
+            loss = error.square().sum() / prediction.numel()
         tokens = x0.shape[0] * math.prod(x0.shape[2:]) // self.patch_volume
         return loss, {"samples": x0.shape[0], "tokens": tokens, "t_mean": t.mean()}

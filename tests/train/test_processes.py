@@ -1,8 +1,6 @@
 """Real processes: a run killed with SIGKILL and resumed, and ZeRO-2 data parallel under torchrun."""
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,17 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.launch import REPO, child_env, torchrun
 from tiny_run import build_trainer, tiny_config
 
-REPO = Path(__file__).resolve().parents[2]
 TINY_RUN = str(Path(__file__).with_name("tiny_run.py"))
-LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
-def child_env():
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
-    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
-    return env
 
 
 def tiny_run(*args, timeout=180):
@@ -42,12 +33,6 @@ def logged_steps(run_dir):
 def final_weights(run_dir, step):
     folder = Path(run_dir) / "checkpoints" / f"step_{step:07d}"
     return load_file(str(folder / "model.safetensors")), load_file(str(folder / "ema.safetensors"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -83,12 +68,8 @@ def test_sigkill_mid_run_then_resume_gives_bitwise_identical_weights(tmp_path):
 def test_zero2_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     steps = 5
     two = tmp_path / "two"
-    launcher = [str(REPO / ".venv" / "bin" / "torchrun"), "--nproc_per_node=2", f"--master_port={free_port()}"]
-    if not Path(launcher[0]).exists():
-        launcher = [sys.executable, "-m", "torch.distributed.run", *launcher[1:]]
-    result = subprocess.run([*launcher, TINY_RUN, f"run_dir={two}", f"train.steps={steps}", "train.batch_size=2",
-                             "train.zero_stage=2", "train.ckpt_every=100", "--dropout", "0"],
-                            cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=240)
+    result = torchrun(2, TINY_RUN, f"run_dir={two}", f"train.steps={steps}", "train.batch_size=2",
+                      "train.zero_stage=2", "train.ckpt_every=100", "--dropout", "0", timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
 
     one = tmp_path / "one"  # in this process: one rank, batch 4
