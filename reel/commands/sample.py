@@ -102,12 +102,13 @@ def _write_manifest(path: Path, rows: list[dict]) -> None:
 
 
 def sample_command(cfg, args: SampleArgs) -> int:
-    import torch
     from tqdm import tqdm
 
     from reel.data.contact_sheet import write_contact_sheet
     from reel.data.video_io import write_video
+    from reel.distributed import default_device, init_distributed
     from reel.models.dit_checkpoint import read_dit_config
+    from reel.parallel.groups import build_parallel_groups
     from reel.sample.pipeline import TextToVideoPipeline, resolve_checkpoint, sample_settings
 
     if args.batch_size < 1:
@@ -128,12 +129,20 @@ def sample_command(cfg, args: SampleArgs) -> int:
                 settings[request.num_frames] = sample_settings(checkpoint_cfg, num_frames=num_frames, **chosen)
             except ReelError as exc:
                 raise ReelError(f"{request.where}: {exc}" if request.num_frames is not None else str(exc)) from None
-    pipeline = TextToVideoPipeline.from_checkpoint(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+    ranks = init_distributed(cfg.distributed.sp_size, cfg.distributed.backend)
+    if ranks.dp_size > 1:
+        raise ReelError(f"distributed.sp_size={ranks.sp_size}: sampling splits each video over every process; "
+                        f"set distributed.sp_size={ranks.world_size}")
+    pipeline = TextToVideoPipeline.from_checkpoint(checkpoint, default_device(ranks.local_rank))
+    if ranks.sp_size > 1:
+        pipeline.split_sequence(build_parallel_groups(ranks))
+    main = ranks.is_main  # every rank denoises its slice of each video; rank 0 writes
 
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     rows, sheet_clips = {}, {}
-    with tqdm(total=len(requests), desc="sample", unit="video", disable=not cfg.logging.progress) as bar:
+    with tqdm(total=len(requests), desc="sample", unit="video", disable=not (cfg.logging.progress and main)) as bar:
         for batch in _batches(requests, args.batch_size):
             s = settings[batch[0].num_frames]
             start = time.perf_counter()
@@ -143,7 +152,8 @@ def sample_command(cfg, args: SampleArgs) -> int:
             seconds = (time.perf_counter() - start) / len(batch)
             for request, video in zip(batch, videos):
                 name = f"{request.index:06d}.mp4"
-                write_video(out_dir / name, video, pipeline.fps)
+                if main:
+                    write_video(out_dir / name, video, pipeline.fps)
                 rows[request.index] = {
                     "prompt": request.prompt, "seed": request.seed, "path": name, "steps": s.steps,
                     "guidance": s.guidance, "solver": s.solver, "shift": s.shift,
@@ -153,6 +163,8 @@ def sample_command(cfg, args: SampleArgs) -> int:
                 sheet_clips[request.index] = video[keep]
             bar.update(len(batch))
 
+    if not main:
+        return 0
     order = sorted(rows)
     manifest = out_dir / MANIFEST
     _write_manifest(manifest, [rows[i] for i in order])
@@ -176,5 +188,7 @@ COMMANDS = [
                 "Writes OUT_DIR/000000.mp4 ..., OUT_DIR/manifest.jsonl (what `reel eval world manifest=OUT_DIR` "
                 "scores) and OUT_DIR/contact_sheet.png.\n"
                 "Solvers: euler, dpmpp, unipc; sample.shift and sample.negative_prompt also apply. num_frames, "
-                "height and width default to the checkpoint's; the other sample.* settings are used as composed."),
+                "height and width default to the checkpoint's; the other sample.* settings are used as composed.\n"
+                "Sequence-parallel (each video split over the processes, same video as one process): "
+                "torchrun --nproc_per_node=2 -m reel.cli sample ... distributed.sp_size=2"),
 ]

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from reel.errors import ReelError
 from reel.models.linear_attention import LinearAttention, State
 from reel.parallel.collectives import all_reduce_sum, all_to_all, exclusive_prefix_sum, gather_along, halo_exchange
 
@@ -146,7 +147,7 @@ def enable_sequence_parallel(model: nn.Module, sp: SequenceParallel) -> nn.Modul
             block.attn.core = SequenceParallelLinearAttention(sp, core.eps)
         else:
             if model.config.num_heads % sp.size:
-                raise ValueError(f"distributed.sp_size={sp.size} must divide model.num_heads="
+                raise ReelError(f"distributed.sp_size={sp.size} must divide model.num_heads="
                                  f"{model.config.num_heads} (softmax/sparse layers scatter heads)")
             block.attn.core = UlyssesAttention(core, sp)
     model.sequence_parallel = sp

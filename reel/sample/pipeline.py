@@ -129,6 +129,15 @@ class TextToVideoPipeline:
         text_encoder = build_text_encoder(text_cfg, device)
         return cls(model, autoencoder, text_encoder, cfg, path, device)
 
+    def split_sequence(self, groups) -> "TextToVideoPipeline":
+        """Denoise each video sequence-parallel over `groups` (reel.parallel.groups.build_parallel_groups):
+        every rank of the group runs this pipeline with the same prompts and seeds."""
+        from reel.parallel.sequence import SequenceParallel, enable_sequence_parallel
+
+        ranks = groups.ranks
+        enable_sequence_parallel(self.model, SequenceParallel(groups.sp_group, ranks.sp_rank, ranks.sp_size))
+        return self
+
     def settings(self, **overrides) -> SampleSettings:
         """sample_settings for this checkpoint (num_frames, height, width, steps, guidance, solver, shift,
         negative_prompt; None or left out: the checkpoint's)."""

@@ -91,7 +91,8 @@ def measure(name: str, frames: int, device: str, attention: str, repeats: int) -
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = [step() for _ in range(repeats)]
-    return {"model": name + (f" (recompute {recompute})" if recompute else ""), "frames": frames, "tokens": frames * (SIZE // 2) ** 2,
+    return {"model": name + (f" (recompute {recompute})" if recompute else ""), "frames": frames,
+            "tokens": frames * (SIZE // 2) ** 2,
             "params": sum(p.numel() for p in model.parameters()), "seconds": round(min(times), 3),
             "all_seconds": [round(x, 3) for x in times], "warmup_seconds": round(warm, 3),
             "peak_mb": round(peak_mb(device), 1), "step_peak_mb": round(peak_mb(device) - before, 1)}
@@ -102,7 +103,7 @@ def _child(name: str, frames: int, args) -> dict:
            "--attention", args.attention, "--repeats", str(args.repeats)]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if result.returncode:
-        return {"model": name + (f" (recompute {recompute})" if recompute else ""), "frames": frames, "error": result.stderr.strip().splitlines()[-1][-300:]}
+        return {"model": name, "frames": frames, "error": result.stderr.strip().splitlines()[-1][-300:]}
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
