@@ -13,14 +13,13 @@ from typing import Any, Optional, Union
 import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from reel.assets import resolve_checkpoint_path
 from reel.atomic import atomic_folder
 from reel.autoencoders.arch import KIND, autoencoder_config_dict, plain_config, resolve_arch
 from reel.autoencoders.model import VideoAutoencoder
-from reel.checkpoint_folder import CONFIG_FILE, EXTRA_INFO_KEY, WEIGHTS_FILE, require_folder
+from reel.checkpoint_folder import (CONFIG_FILE, EXTRA_INFO_KEY, load_weights, require_folder, save_weights,
+                                    weight_shapes, weights_digest, weights_path)
 from reel.checkpoint_folder import read_extra_info as read_folder_extra_info
 from reel.config.schema import AutoencoderConfig
 from reel.errors import ReelError
@@ -37,7 +36,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_autoencoder(model: nn.Module, path: Union[str, Path], cfg_autoencoder: Any,
-                     dtype: torch.dtype = torch.float16, extra_info: Optional[dict] = None) -> Path:
+                     dtype: torch.dtype = torch.float16, extra_info: Optional[dict] = None,
+                     max_shard_bytes: Optional[int] = None) -> Path:
     """Write `path/` = model.safetensors + config.yaml atomically; returns the folder."""
     model = _unwrap(model)
     if not isinstance(model, VideoAutoencoder):
@@ -55,7 +55,7 @@ def save_autoencoder(model: nn.Module, path: Union[str, Path], cfg_autoencoder: 
         metadata[EXTRA_INFO_KEY] = json.dumps(extra_info, default=str)
 
     with atomic_folder(path) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata=metadata)
+        save_weights(tmp, tensors, metadata, max_shard_bytes)
         OmegaConf.save(OmegaConf.create(autoencoder_config_dict(cfg_autoencoder, arch)), tmp / CONFIG_FILE)
     return Path(path)
 
@@ -82,15 +82,11 @@ def load_autoencoder(path: Union[str, Path], device: Union[str, torch.device] = 
     """Rebuild the autoencoder of a checkpoint folder from its config.yaml and load its weights, in eval mode."""
     path = resolve_checkpoint_path(path)
     cfg = read_autoencoder_config(path)
-    weights = path / WEIGHTS_FILE
+    weights = weights_path(path)
     with torch.device("meta"):
         model = VideoAutoencoder(resolve_arch(cfg))
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            stored = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
-    except (SafetensorError, OSError) as exc:
-        raise ReelError(f"{weights}: not a readable safetensors file ({exc})") from None
+    stored = weight_shapes(path)
     for name, shape in expected.items():
         if name not in stored:
             raise ReelError(f"{weights}: weights do not match {path / CONFIG_FILE}: {name} is missing from the file")
@@ -100,7 +96,7 @@ def load_autoencoder(path: Union[str, Path], device: Union[str, torch.device] = 
     unexpected = [name for name in stored if name not in expected]
     if unexpected:
         raise ReelError(f"{weights}: weights do not match {path / CONFIG_FILE}: {unexpected[0]} is not in the model")
-    model.load_state_dict(load_file(str(weights), device=str(device)), assign=True)
+    model.load_state_dict(load_weights(path, device), assign=True)
     return model.to(device=device, dtype=dtype).eval()
 
 
@@ -120,8 +116,6 @@ def autoencoder_from_config(cfg_autoencoder: Any, device: Union[str, torch.devic
 
 def autoencoder_identity(path: Union[str, Path]) -> str:
     """The config name and a hash of the weights: latents are only comparable under one identity."""
-    import hashlib
-
     path = resolve_checkpoint_path(path)
-    digest = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
+    digest = weights_digest(path)
     return f"{read_autoencoder_config(path).name}-{digest[:16]}"

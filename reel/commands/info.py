@@ -45,18 +45,30 @@ def _dit_info(path: Path) -> dict:
 
 
 def _stored_tensors(path: Path) -> dict:
-    from safetensors.torch import load_file
+    from reel.checkpoint_folder import load_weights
 
-    return load_file(str(path / "model.safetensors"))
+    return load_weights(path)
 
 
 def _run_info(path: Path) -> dict:
+    from reel.commands.export import model_kind
     from reel.train.checkpoint import load_training_checkpoint
 
     ckpt = load_training_checkpoint(path)
-    params = sum(v.numel() for v in ckpt.ema.values())
-    return {"checkpoint": str(path), "kind": "training run", "step": ckpt.step, "ema_values": params,
-            "autoencoder": ckpt.config.get("autoencoder", {}).get("name") if hasattr(ckpt.config, "get") else None}
+    kind, cfg, state = model_kind(ckpt.ema), ckpt.config, ckpt.trainer_state
+    info = {"checkpoint": str(ckpt.path), "kind": f"training run ({kind})", "step": ckpt.step,
+            "params": sum(v.numel() for v in ckpt.ema.values()),
+            "ema_dtypes": sorted({str(v.dtype).replace("torch.", "") for v in ckpt.ema.values()}),
+            "run": {k: state.get(k) for k in ("world_size", "dp_size", "zero_stage", "precision", "batch_size",
+                                               "grad_accum")},
+            "data": cfg.data.name}
+    if kind == "dit":
+        info["model"] = {"name": cfg.model.name, "attention": cfg.model.attention,
+                         "causal_chunk": cfg.model.causal_chunk}
+        info["latent_space"] = {"autoencoder": cfg.autoencoder.name, "checkpoint": cfg.autoencoder.checkpoint}
+    else:
+        info["autoencoder"] = cfg.autoencoder.name
+    return info
 
 
 def _configured_models(cfg) -> dict:
@@ -80,7 +92,9 @@ def info_command(cfg, args: InfoArgs) -> int:
     path = resolve_checkpoint_path(args.checkpoint)
     if not path.exists():
         raise ReelError(f"checkpoint={path}: no such file or folder")
-    is_folder = (path / "model.safetensors").is_file() and (path / "config.yaml").is_file()
+    from reel.checkpoint_folder import weights_path
+
+    is_folder = weights_path(path).is_file() and (path / "config.yaml").is_file()
     if is_folder and "dit" in OmegaConf.load(path / "config.yaml"):
         print(json.dumps(_dit_info(path), indent=2))
     elif is_folder and not (path / "MANIFEST.json").exists():

@@ -13,12 +13,11 @@ from typing import Any, Optional, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from reel.assets import resolve_checkpoint_path
 from reel.atomic import atomic_folder
-from reel.checkpoint_folder import CONFIG_FILE, EXTRA_INFO_KEY, WEIGHTS_FILE, read_extra_info, require_folder
+from reel.checkpoint_folder import (CONFIG_FILE, EXTRA_INFO_KEY, load_weights, read_extra_info, require_folder,
+                                    save_weights, weight_shapes, weights_path)
 from reel.errors import ReelError
 from reel.models.dit import DiT
 
@@ -37,15 +36,16 @@ def dit_config_dict(cfg: Any, latent_channels: int, text_dim: int) -> dict:
 
 
 def save_dit(model: DiT, path: Union[str, Path], cfg: Any, dtype: torch.dtype = torch.float32,
-             extra_info: Optional[dict] = None) -> Path:
-    """Write `path/` = model.safetensors + config.yaml atomically; `cfg` is the full config that built it."""
+             extra_info: Optional[dict] = None, max_shard_bytes: Optional[int] = None) -> Path:
+    """Write `path/` = model.safetensors (or shards above `max_shard_bytes`) + config.yaml atomically;
+    `cfg` is the full config that built it."""
     tensors = {name: (t.detach().to("cpu", dtype) if t.is_floating_point() else t.detach().cpu()).contiguous()
                for name, t in model.state_dict().items()}
     metadata = {"format": "pt", "kind": KIND}
     if extra_info:
         metadata[EXTRA_INFO_KEY] = json.dumps(extra_info, default=str)
     with atomic_folder(path) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata=metadata)
+        save_weights(tmp, tensors, metadata, max_shard_bytes)
         OmegaConf.save(OmegaConf.create(dit_config_dict(cfg, model.latent_channels, model.text_dim)),
                        tmp / CONFIG_FILE)
     return Path(path)
@@ -72,20 +72,18 @@ def load_dit(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
     cfg = read_dit_config(path)
     with torch.device("meta"):
         model = DiT(cfg.model, cfg.dit.latent_channels, cfg.dit.text_dim)
-    weights = path / WEIGHTS_FILE
-    try:
-        state = load_file(str(weights), device=str(device))
-    except (SafetensorError, OSError) as exc:
-        raise ReelError(f"{weights}: not a readable safetensors file ({exc})") from None
+    weights = weights_path(path)
+    stored = weight_shapes(path)
     expected = model.state_dict()
     for name, tensor in expected.items():
-        if name not in state:
+        if name not in stored:
             raise ReelError(f"{weights}: {name} is missing (the config builds it)")
-        if tuple(state[name].shape) != tuple(tensor.shape):
-            raise ReelError(f"{weights}: {name} has shape {list(state[name].shape)}, the config builds "
+        if stored[name] != tuple(tensor.shape):
+            raise ReelError(f"{weights}: {name} has shape {list(stored[name])}, the config builds "
                             f"{list(tensor.shape)}")
-    unexpected = sorted(set(state) - set(expected))
+    unexpected = sorted(set(stored) - set(expected))
     if unexpected:
         raise ReelError(f"{weights}: {unexpected[0]} is not in the model the config builds")
+    state = load_weights(path, device)
     model.load_state_dict(state, assign=True)
     return model.to(device=device, dtype=dtype).eval(), cfg

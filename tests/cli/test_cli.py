@@ -52,9 +52,8 @@ def test_command_shorthands_map_to_config_keys():
     assert cfg["sample"]["num_frames"] == 33 and cfg["sample"]["steps"] == 7
 
 
-def test_entry_points_not_yet_built_say_so_with_status_3():
-    result = run_reel("export", "checkpoint=runs/none", "out=exported")
-    assert result.returncode == 3 and "not available yet" in result.stderr
+def test_export_of_a_missing_checkpoint_is_a_user_error():
+    assert_one_line_error(run_reel("export", "checkpoint=runs/none", "out=exported"), "runs/none")
 
 
 def test_train_without_a_trainer_kind_is_a_user_error():
