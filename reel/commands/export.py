@@ -19,6 +19,7 @@ import torch
 
 from reel.commands import Command
 from reel.errors import ReelError
+from reel.models.lora import PREFIX as LORA_PREFIX
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # relative error of the reloaded export's output against the fp32 training weights
@@ -32,6 +33,7 @@ class ExportArgs:
     weights: str = "ema"  # ema | model
     dtype: str = "fp32"  # fp32 | bf16 | fp16
     max_shard_mb: float = 2048.0  # larger weights are written as shards with an index
+    merge_lora: bool = False  # a LoRA run: fold the adapters into the base (a DiT folder) or export them alone
 
 
 def consolidated_weights(folder: Path, trainer_state: dict, engine_dir: str) -> dict:
@@ -112,7 +114,7 @@ def training_readme(kind: str, ckpt, args: ExportArgs, difference: float) -> str
     if log.is_file():
         rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip().endswith("}")]
         last = next((r for r in reversed(rows) if r.get("step", 0) <= ckpt.step and r.get("loss") is not None), None)
-    name = cfg.model.name if kind == "dit" else cfg.autoencoder.name
+    name = cfg.autoencoder.name if kind == "autoencoder" else cfg.model.name
     lines = [f"# {name} ({kind}), exported by reel", "",
              f"- weights: {args.weights}, stored as {args.dtype}",
              f"- from: {ckpt.path}",
@@ -124,9 +126,10 @@ def training_readme(kind: str, ckpt, args: ExportArgs, difference: float) -> str
              f"- last logged loss: {last['loss']:.5f} at step {last['step']}" if last else "- last logged loss: n/a",
              f"- check: the reloaded export's output differs from the training weights' by {difference:.2e} "
              f"(relative, max)"]
-    if kind == "dit":
+    if kind != "autoencoder":
+        use = "lora=THIS_FOLDER" if kind == "lora" else "checkpoint=THIS_FOLDER"
         lines.append(f"- latent space: {cfg.autoencoder.name} ({cfg.autoencoder.checkpoint}); "
-                     f"sample with `reel sample checkpoint=THIS_FOLDER prompt=...`")
+                     f"sample with `reel sample {use} prompt=...`")
     return "\n".join(lines) + "\n"
 
 
@@ -143,25 +146,41 @@ def export_command(cfg, args: ExportArgs) -> int:
         raise ReelError(f"out={args.out}: must differ from the checkpoint folder")
     ckpt = load_training_checkpoint(args.checkpoint)
     state = ckpt.ema if args.weights == "ema" else consolidated_weights(ckpt.path, ckpt.trainer_state, ENGINE_DIR)
-    kind = model_kind(state)
-    source = build_from_state(kind, ckpt.config, state)
     dtype, max_shard = DTYPES[args.dtype], int(args.max_shard_mb * 2**20)
     extra = {"steps": ckpt.step, "data": ckpt.config.data.name, "weights": args.weights, "exported_from": str(ckpt.path)}
-
     out = Path(args.out)
-    if kind == "dit":
-        from reel.models.dit_checkpoint import save_dit
+    tolerance = TOLERANCE[args.dtype]
+    if state and all(name.startswith(LORA_PREFIX) for name in state):  # a LoRA run: adapters on train.init_from
+        kind, source = "dit", with_adapters(ckpt, state)
+        if args.merge_lora:
+            from reel.models.lora import merged_state_dict
+            from reel.models.dit_checkpoint import save_dit
 
-        save_dit(source, out, ckpt.config, dtype, extra, max_shard)
+            # W + scale B A in fp32 rounds differently from W x + scale B (A x)
+            tolerance = max(tolerance, 1e-5)
+            save_dit(build_from_state("dit", ckpt.config, merged_state_dict(source)), out, ckpt.config, dtype,
+                     {**extra, "merged_lora": True}, max_shard)
+        else:
+            from reel.models.lora_checkpoint import save_lora
+
+            kind = "lora"
+            save_lora(source, out, ckpt.config.train.init_from, extra)
     else:
-        from reel.autoencoders import save_autoencoder
+        kind = model_kind(state)
+        source = build_from_state(kind, ckpt.config, state)
+        if kind == "dit":
+            from reel.models.dit_checkpoint import save_dit
 
-        save_autoencoder(source, out, ckpt.config.autoencoder, dtype, extra, max_shard)
-    difference = output_difference(kind, source, _reload(kind, out))
-    if difference > TOLERANCE[args.dtype]:
+            save_dit(source, out, ckpt.config, dtype, extra, max_shard)
+        else:
+            from reel.autoencoders import save_autoencoder
+
+            save_autoencoder(source, out, ckpt.config.autoencoder, dtype, extra, max_shard)
+    difference = output_difference("autoencoder" if kind == "autoencoder" else "dit", source, _reload(kind, out))
+    if difference > tolerance:
         shutil.rmtree(out, ignore_errors=True)
         raise ReelError(f"out={args.out}: the reloaded export differs from the training weights by {difference:.2e} "
-                        f"(allowed for {args.dtype}: {TOLERANCE[args.dtype]}); nothing was kept")
+                        f"(allowed for {args.dtype}: {tolerance}); nothing was kept")
     readme = out / "README.md.tmp"
     readme.write_text(training_readme(kind, ckpt, args, difference))
     os.replace(readme, out / "README.md")
@@ -172,7 +191,27 @@ def export_command(cfg, args: ExportArgs) -> int:
     return 0
 
 
+def with_adapters(ckpt, adapters: dict) -> torch.nn.Module:
+    """The base DiT of a LoRA run (train.init_from) with the checkpoint's adapters attached, unmerged."""
+    from reel.models.dit_checkpoint import load_dit
+    from reel.models.lora import add_lora
+
+    base = ckpt.config.train.get("init_from")
+    if not base:
+        raise ReelError(f"checkpoint {ckpt.path}: holds LoRA adapters but its config names no train.init_from base")
+    model, _ = load_dit(base)
+    lora = ckpt.config.train.lora
+    add_lora(model, int(lora.rank), lora.alpha, list(lora.targets), freeze_base=False)
+    model.load_state_dict({**model.state_dict(), **adapters})
+    return model.eval()
+
+
 def _reload(kind: str, path: str) -> torch.nn.Module:
+    if kind == "lora":
+        from reel.models.dit_checkpoint import load_dit
+        from reel.models.lora_checkpoint import apply_lora, read_lora
+
+        return apply_lora(load_dit(read_lora(path)[1].base)[0], path)
     if kind == "dit":
         from reel.models.dit_checkpoint import load_dit
 
@@ -190,5 +229,6 @@ COMMANDS = [
                 "weights=model consolidates the ZeRO partitions with DeepSpeed's zero_to_fp32. Weights above "
                 "max_shard_mb are sharded with an index json. The export is reloaded and checked against the "
                 "training weights (fp32 exact) before success is reported; `reel sample checkpoint=OUT` loads "
-                "a DiT export."),
+                "a DiT export. A LoRA run exports its adapters (a LoRA folder: reel sample lora=OUT) or, with "
+                "merge_lora=true, its base DiT with the adapters folded in."),
 ]

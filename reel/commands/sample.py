@@ -25,6 +25,8 @@ class SampleArgs:
     prompts: Optional[str] = None  # .txt, one prompt a line, or .jsonl: {"prompt", "seed"?, "num_frames"?} a line
     out_dir: str = "samples"
     batch_size: int = 8  # prompts handed to the pipeline at a time
+    lora: Optional[str] = None  # a LoRA folder applied unmerged on top of checkpoint= (default: its own base)
+    lora_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,12 @@ def sample_command(cfg, args: SampleArgs) -> int:
     if args.batch_size < 1:
         raise ReelError(f"batch_size={args.batch_size}: must be at least 1")
     requests = read_requests(args, cfg.sample.seed)
-    checkpoint = resolve_checkpoint(args.checkpoint)
+    base = args.checkpoint
+    if args.lora and base is None:
+        from reel.models.lora_checkpoint import read_lora
+
+        base = read_lora(args.lora)[1].base  # the DiT folder the adapters were trained on
+    checkpoint = resolve_checkpoint(base)
     checkpoint_cfg = read_dit_config(checkpoint)
     # the composed sample.* settings are used as they are (what --cfg job shows is what runs); only the
     # clip size, left unset, falls back to the checkpoint's own
@@ -134,6 +141,10 @@ def sample_command(cfg, args: SampleArgs) -> int:
         raise ReelError(f"distributed.sp_size={ranks.sp_size}: sampling splits each video over every process; "
                         f"set distributed.sp_size={ranks.world_size}")
     pipeline = TextToVideoPipeline.from_checkpoint(checkpoint, default_device(ranks.local_rank))
+    if args.lora:
+        from reel.models.lora_checkpoint import apply_lora
+
+        apply_lora(pipeline.model, args.lora, args.lora_scale)
     if ranks.sp_size > 1:
         pipeline.split_sequence(build_parallel_groups(ranks))
     main = ranks.is_main  # every rank denoises its slice of each video; rank 0 writes
@@ -187,6 +198,8 @@ COMMANDS = [
                 "line); a prompt without its own seed gets seed + its index.\n"
                 "Writes OUT_DIR/000000.mp4 ..., OUT_DIR/manifest.jsonl (what `reel eval world manifest=OUT_DIR` "
                 "scores) and OUT_DIR/contact_sheet.png.\n"
+                "lora=DIR applies a LoRA folder (reel train dit with train.lora.rank, or reel export of one) unmerged "
+                "on top of checkpoint= (default: the base it was trained on), scaled by lora_scale.\n"
                 "Solvers: euler, dpmpp, unipc; sample.shift and sample.negative_prompt also apply. num_frames, "
                 "height and width default to the checkpoint's; the other sample.* settings are used as composed.\n"
                 "Sequence-parallel (each video split over the processes, same video as one process): "

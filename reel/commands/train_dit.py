@@ -64,10 +64,37 @@ def _dit_loader(cfg, ranks, ae_identity: str, text_identity: str):
     return training_loader(cfg, ranks)
 
 
+def initial_model(cfg, latent_channels: int, text_dim: int):
+    """A new DiT from cfg.model, or the DiT folder train.init_from (whose model config then replaces
+    cfg.model); with train.lora.rank > 0, adapters on it and only they train."""
+    from omegaconf import OmegaConf, open_dict
+
+    from reel.models.dit import build_dit
+
+    if cfg.train.init_from:
+        from reel.models.dit_checkpoint import load_dit
+
+        model, folder = load_dit(cfg.train.init_from)
+        for key, ours in (("latent_channels", latent_channels), ("text_dim", text_dim)):
+            if int(folder.dit[key]) != int(ours):
+                raise ReelError(f"train.init_from={cfg.train.init_from}: the DiT has {key}={folder.dit[key]}, the "
+                                f"configured autoencoder/text encoder give {ours} (adapt it with reel train adapt)")
+        with open_dict(cfg):
+            cfg.model = OmegaConf.merge(cfg.model, folder.model)
+    else:
+        model = build_dit(cfg.model, latent_channels, text_dim)
+    lora = cfg.train.lora
+    if lora.rank:
+        from reel.models.lora import add_lora
+
+        add_lora(model, int(lora.rank), lora.alpha, list(lora.targets), float(lora.dropout))
+    return model.train()
+
+
 def train_dit_command(cfg, args: TrainDitArgs) -> int:
     from reel.commands.conditioning import frozen_autoencoder, text_encoder_of
     from reel.distributed import init_distributed
-    from reel.models.dit import build_dit, dit_summary, format_count
+    from reel.models.dit import dit_summary, format_count
     from reel.models.dit_checkpoint import save_dit
     from reel.train.engine import Trainer
     from reel.train.flow_matching import Conditioner, FlowMatchingObjective
@@ -77,7 +104,7 @@ def train_dit_command(cfg, args: TrainDitArgs) -> int:
     autoencoder, ae_identity = frozen_autoencoder(cfg)
     text_encoder = text_encoder_of(cfg)
     loader = _dit_loader(cfg, ranks, ae_identity, text_encoder.identity)
-    model = build_dit(cfg.model, autoencoder.latent_channels, text_encoder.dim).train()
+    model = initial_model(cfg, autoencoder.latent_channels, text_encoder.dim)
     objective = FlowMatchingObjective(cfg.train.fm, Conditioner(autoencoder, text_encoder),
                                       text_encoder.encode([""]), tuple(cfg.model.patch_size))
     trainer = Trainer(cfg, model, objective, loader, preview=dit_preview(cfg, autoencoder, text_encoder))
@@ -85,12 +112,18 @@ def train_dit_command(cfg, args: TrainDitArgs) -> int:
     state = trainer.fit()
     if ranks.rank == 0:
         out = Path(cfg.train.run_dir) / "dit"
-        ema_model = build_dit(cfg.model, autoencoder.latent_channels, text_encoder.dim)
-        ema_model.load_state_dict(trainer.ema.state_dict())
-        save_dit(ema_model, out, cfg, extra_info={"steps": state.step, "data": cfg.data.name, "weights": "ema",
-                                                   "autoencoder_identity": ae_identity})
-        print(json.dumps({"run_dir": cfg.train.run_dir, "dit": str(out), "steps": state.step,
-                          "params": format_count(dit_summary(ema_model)["total"])}))
+        ema_model = trainer.ema.module
+        facts = {"steps": state.step, "data": cfg.data.name, "weights": "ema", "autoencoder_identity": ae_identity}
+        if getattr(ema_model, "lora", None) is not None:  # only the adapters were trained: only they are saved
+            from reel.models.lora_checkpoint import save_lora
+
+            out = save_lora(ema_model, Path(cfg.train.run_dir) / "lora", cfg.train.init_from, facts)
+        else:
+            save_dit(ema_model, out, cfg, extra_info=facts)
+        print(json.dumps({"run_dir": cfg.train.run_dir, out.name: str(out), "steps": state.step,
+                          "params": format_count(dit_summary(ema_model)["total"]),
+                          "trained_params": format_count(sum(p.numel() for p in model.parameters()
+                                                             if p.requires_grad))}))
     return 0
 
 

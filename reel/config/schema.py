@@ -127,6 +127,16 @@ class FlowMatchingConfig:
 
 
 @dataclass
+class LoraConfig:
+    rank: int = 0  # 0: off; otherwise only the adapters train (and are saved)
+    alpha: Optional[float] = None  # scale alpha / rank; None: alpha = rank
+    targets: List[str] = field(default_factory=lambda: ["*.attn.qkv", "*.attn.out", "*.cross_attn.q",
+                                                        "*.cross_attn.kv", "*.cross_attn.out", "*.ffn.expand",
+                                                        "*.ffn.project"])  # fnmatch patterns of linear layers
+    dropout: float = 0.0
+
+
+@dataclass
 class TrainConfig:
     run_dir: str = "runs/default"
     steps: int = 1000
@@ -150,6 +160,8 @@ class TrainConfig:
     max_nonfinite_in_a_row: int = 10
     ae: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
     fm: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
+    init_from: Optional[str] = None  # a DiT folder to start from (its model config replaces model.*)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass

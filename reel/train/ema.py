@@ -90,5 +90,7 @@ class ModelEMA:
         return {k: v.detach().float().cpu().clone() if v.is_floating_point() else v.detach().cpu().clone()
                 for k, v in self.module.state_dict().items()}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.module.load_state_dict(state)
+    def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> None:
+        missing, unexpected = self.module.load_state_dict(state, strict=strict)
+        if unexpected:
+            raise KeyError(f"EMA state has {unexpected[0]}, which the model does not")

@@ -106,6 +106,8 @@ class Trainer:
         # The EMA copy is taken before DeepSpeed partitions or moves the weights, and before sequence
         # parallelism: previews run it on rank 0 alone.
         self.ema = ModelEMA(model, self.train.ema_decay, keep=self.is_main)
+        # with LoRA adapters only they train, so checkpoints hold only them (the base comes from train.init_from)
+        self.adapters_only = getattr(model, "lora", None) is not None
         mpu = self._split_sequence(model) if self.ranks.sp_size > 1 else None
         self.engine, self.scheduler = build_engine(model, self.train, self.ranks.dp_size, mpu)
         self.device = self.engine.device
@@ -280,13 +282,14 @@ class Trainer:
                 shutil.rmtree(temporary, ignore_errors=True)
                 temporary.mkdir(parents=True)
             barrier()
-            self.engine.save_checkpoint(str(temporary), tag=ENGINE_DIR, save_latest=False)
-            model_state = full_state_dict(self.engine.module, keep=self.is_main)
+            self.engine.save_checkpoint(str(temporary), tag=ENGINE_DIR, save_latest=False,
+                                        exclude_frozen_parameters=self.adapters_only)
+            model_state = self._saved(full_state_dict(self.engine.module, keep=self.is_main))
             write_json(temporary / rank_file_name(rank), {"rng": rng_state, "data": self.loader.state_dict()})
             if self.is_main:
                 metadata = {"step": str(step)}
                 save_file(model_state, str(temporary / MODEL_FILE), metadata=metadata)
-                save_file(self.ema.state_dict(), str(temporary / EMA_FILE), metadata=metadata)
+                save_file(self._saved(self.ema.state_dict()), str(temporary / EMA_FILE), metadata=metadata)
                 write_json(temporary / STATE_FILE, self._state_record())
                 if hasattr(self.objective, "state_dict"):
                     torch.save(self.objective.state_dict(), temporary / OBJECTIVE_FILE)
@@ -299,6 +302,13 @@ class Trainer:
             barrier()
         self._last_saved_step = step
         return final
+
+    def _saved(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not self.adapters_only:
+            return state
+        from reel.models.lora import lora_state_dict
+
+        return {name: t for name, t in state.items() if name in lora_state_dict(self.engine.module)}
 
     def _state_record(self) -> dict[str, Any]:
         data = self.loader.state_dict()
@@ -338,11 +348,13 @@ class Trainer:
             raise ReelError(f"train.resume: checkpoint {folder} was written by {record['world_size']} processes, "
                             f"this run has {self.ranks.world_size}; resume with the same number")
         load_path, _ = self.engine.load_checkpoint(str(folder), tag=ENGINE_DIR, load_optimizer_states=True,
-                                                   load_lr_scheduler_states=True)
+                                                   load_lr_scheduler_states=True,
+                                                   load_module_strict=not self.adapters_only)
         if load_path is None:
             raise ReelError(f"train.resume: DeepSpeed could not load {folder / ENGINE_DIR}")
         if self.is_main:
-            self.ema.load_state_dict(load_file(str(folder / EMA_FILE), device=str(self.device)))
+            self.ema.load_state_dict(load_file(str(folder / EMA_FILE), device=str(self.device)),
+                                     strict=not self.adapters_only)
         if hasattr(self.objective, "load_state_dict") and (folder / OBJECTIVE_FILE).is_file():
             self.objective.load_state_dict(torch.load(folder / OBJECTIVE_FILE, map_location="cpu", weights_only=True))
         own = json.loads((folder / rank_file_name(self.ranks.rank)).read_text())

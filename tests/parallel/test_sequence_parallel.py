@@ -34,13 +34,8 @@ def test_sp2_forward_and_gradients_equal_one_process_for_every_attention_kind(tm
 
 
 @pytest.fixture(scope="module")
-def latents(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("text_cache")
-    out = tmp_path_factory.mktemp("latents")
-    common = ["experiment=shapes-64", "data.num_frames=9", f"text_encoder.cache_dir={cache}", *QUIET]
-    result = run_reel("data", "encode", *common, f"out_dir={out}", "num_clips=8", "batch_size=8")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return common + ["data=latents", f"data.latents={out}"]
+def latents(tiny_latents):
+    return tiny_latents
 
 
 def train_args(common, run_dir, batch_size, *extra):
