@@ -13,7 +13,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
-def run_reel(*args: str, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_reel(*args: str, cwd=None, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run the real CLI in a fresh process, as a user would."""
     return subprocess.run([sys.executable, "-m", "reel.cli", *args], capture_output=True, text=True,
                           cwd=cwd or REPO, timeout=timeout)

@@ -21,7 +21,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(nproc: int, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def torchrun(nproc: int, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """`torchrun --nproc_per_node=nproc ARGS` (a script path, or -m module ...) on CPU with gloo."""
     launcher = Path(sys.executable).with_name("torchrun")
     command = [str(launcher)] if launcher.exists() else [sys.executable, "-m", "torch.distributed.run"]

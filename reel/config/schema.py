@@ -80,6 +80,7 @@ class ModelConfig:
     qkv_bias: bool = False  # bias of the self-attention q/k/v projections (Wan: true)
     rope_axes_dim: Optional[List[int]] = None  # (t, h, w) channels of each head that RoPE rotates; None: Wan's split
     rope_theta: float = 10000.0
+    linear_attention_eps: float = 1e-6  # added to linear attention's normaliser (SANA-Video: 1e-15)
     ffn: str = "mixffn"  # mixffn | mlp (Wan's GELU MLP)
     mixffn_temporal: str = "depthwise"  # depthwise (3x3 then temporal k, per channel) | dense (SANA-Video) | none
     mixffn_temporal_kernel: int = 3

@@ -138,7 +138,7 @@ def _validate_model(cfg: DictConfig) -> None:
     _choice("model.mixffn_temporal", model.mixffn_temporal, ("depthwise", "dense", "none"))
     if model.mixffn_temporal_kernel < 1 or model.mixffn_temporal_kernel % 2 == 0:
         _fail("model.mixffn_temporal_kernel", model.mixffn_temporal_kernel, "must be a positive odd size")
-    for key in ("qk_norm_eps", "rope_theta", "timestep_scale"):
+    for key in ("qk_norm_eps", "rope_theta", "timestep_scale", "linear_attention_eps"):
         _positive(f"model.{key}", model[key])
     head_dim = model.hidden_size // model.num_heads
     if head_dim % 2:

@@ -21,9 +21,9 @@ QK_NORMS = ("rms_across_heads", "rms_per_head", "none")
 
 
 def make_attention_core(kind: str, sparse_tile: Sequence[int] = (1, 2, 2), sparse_window: Sequence[int] = (3, 3, 3),
-                        sparse_backend: str = "gather") -> nn.Module:
+                        sparse_backend: str = "gather", linear_eps: float = 1e-6) -> nn.Module:
     if kind == "linear":
-        return LinearAttention()
+        return LinearAttention(linear_eps)
     if kind == "softmax":
         return SoftmaxAttention()
     if kind == "sparse":

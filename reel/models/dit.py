@@ -76,7 +76,8 @@ class DiTBlock(nn.Module):
         dim, heads = cfg.hidden_size, cfg.num_heads
         self.kind = kind
         self.norm1 = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
-        core = make_attention_core(kind, cfg.sparse_tile, cfg.sparse_window, cfg.sparse_backend)
+        core = make_attention_core(kind, cfg.sparse_tile, cfg.sparse_window, cfg.sparse_backend,
+                                   cfg.linear_attention_eps)
         self.attn = SelfAttention(dim, heads, core, cfg.qkv_bias, cfg.qk_norm, cfg.qk_norm_eps,
                                   recompute=cfg.recompute_activations in ("attention", "all"))
         self.cross_norm = nn.LayerNorm(dim, eps=1e-6) if cfg.cross_attention_norm else nn.Identity()

@@ -21,8 +21,7 @@ QUIET = ["logging.wandb=false", "logging.progress=false"]
 def runs(tmp_path_factory, tiny_latents):
     base = tmp_path_factory.mktemp("zero")
     result = torchrun(2, STAGE_RUNS, str(base), "1,2,3", *tiny_latents, "train.steps=3", "train.batch_size=2",
-                      "train.lr=2e-3", "train.warmup_steps=1", "train.ckpt_every=3", "train.preview_every=100",
-                      timeout=600)
+                      "train.lr=2e-3", "train.warmup_steps=1", "train.ckpt_every=3", "train.preview_every=100")
     assert result.returncode == 0, result.stderr[-3000:]
     return base
 

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 def test_sp2_forward_and_gradients_equal_one_process_for_every_attention_kind(tmp_path):
     out = tmp_path / "sp.jsonl"
-    result = torchrun(2, MODEL_CHECK, str(out), timeout=400)
+    result = torchrun(2, MODEL_CHECK, str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 20  # 10 cases x (5 frames: uneven slices with padding, 8 frames: even)
@@ -76,7 +76,7 @@ def test_sp2_zero2_training_matches_one_process(tmp_path, latents, one_process):
 def test_sp2_sampling_gives_the_same_video_as_one_process(tmp_path, one_process):
     checkpoint = str(one_process / "dit")
     one = subprocess.run([sys.executable, SAMPLE_CHECK, checkpoint, str(tmp_path / "one.npy")], env=child_env(),
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=900)
     assert one.returncode == 0, one.stderr[-2000:]
     two = torchrun(2, SAMPLE_CHECK, checkpoint, str(tmp_path / "two.npy"))
     assert two.returncode == 0, two.stderr[-3000:]
@@ -95,9 +95,8 @@ def test_sp2_sample_command_writes_the_videos_once(tmp_path, one_process):
 
 
 def test_dp2_sp2_on_four_processes_matches_dp2(tmp_path, latents):
-    dp = torchrun(2, "-m", "reel.cli", *train_args(latents, tmp_path / "dp2", 1), timeout=400)
+    dp = torchrun(2, "-m", "reel.cli", *train_args(latents, tmp_path / "dp2", 1))
     assert dp.returncode == 0, dp.stderr[-3000:]
-    both = torchrun(4, "-m", "reel.cli", *train_args(latents, tmp_path / "dp2sp2", 1, "distributed.sp_size=2"),
-                    timeout=600)
+    both = torchrun(4, "-m", "reel.cli", *train_args(latents, tmp_path / "dp2sp2", 1, "distributed.sp_size=2"))
     assert both.returncode == 0, both.stderr[-3000:]
     assert_same_losses(tmp_path / "dp2sp2", tmp_path / "dp2")

@@ -1,0 +1,1 @@
+"""Converters between reel's model folders and other libraries' checkpoint layouts."""

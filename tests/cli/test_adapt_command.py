@@ -1,0 +1,54 @@
+"""`reel train adapt`: a DiT trained in the demo autoencoder's space moved to an f16 autoencoder's."""
+import json
+
+import pytest
+import torch
+
+from reel.autoencoders import build_autoencoder, save_autoencoder
+from reel.models.dit_checkpoint import load_dit
+from tests.conftest import run_reel
+
+QUIET = ["logging.wandb=false", "logging.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def autoencoder_b(tmp_path_factory):
+    """A randomly initialised f16 autoencoder (adaptation needs a latent space, not a good one)."""
+    from reel.config.compose import load_config
+
+    cfg, _ = load_config(["autoencoder=dc-ae-v-demo-f16t4c16"], validate=False)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ae16") / "autoencoder"
+    save_autoencoder(build_autoencoder(cfg.autoencoder), path, cfg.autoencoder, dtype=torch.float32)
+    return path
+
+
+@pytest.mark.slow
+def test_adapt_aligns_the_embedding_then_fine_tunes_in_the_new_space(tmp_path, tiny_latents, autoencoder_b):
+    source_run = tmp_path / "source"
+    trained = run_reel("train", "dit", *tiny_latents, f"train.run_dir={source_run}", "train.steps=2",
+                       "train.batch_size=2", "train.preview_every=100")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    cache = next(a for a in tiny_latents if a.startswith("text_encoder.cache_dir="))
+    run_dir = tmp_path / "adapt"
+    result = run_reel("train", "adapt", f"source={source_run / 'dit'}", "model=dit-tiny",
+                      "autoencoder=dc-ae-v-demo-f16t4c16", f"autoencoder.checkpoint={autoencoder_b}",
+                      "data=shapes", "data.height=64", "data.width=64", "data.num_frames=9", cache,
+                      f"train.run_dir={run_dir}", "train.batch_size=2", "train.steps=2", "train.preview_every=100",
+                      "align_steps=40", "align_lr=3e-2", *QUIET)
+    assert result.returncode == 0, result.stderr[-3000:]
+    align = [json.loads(line) for line in result.stdout.splitlines() if '"stage": "align"' in line]
+    assert align[0]["step"] == 1 and align[-1]["step"] == 40
+    assert align[-1]["loss"] < 0.5 * align[0]["loss"], align
+
+    source, _ = load_dit(source_run / "dit")
+    aligned, cfg = load_dit(run_dir / "aligned")
+    assert cfg.autoencoder.checkpoint == str(autoencoder_b) and cfg.dit.latent_channels == 16
+    assert aligned.patch_embed.weight.shape[2:] == source.patch_embed.weight.shape[2:]
+    for name, tensor in source.state_dict().items():  # stage 1 leaves the transformer as it was
+        if name.startswith("blocks."):
+            assert torch.equal(aligned.state_dict()[name], tensor), name
+    adapted, cfg = load_dit(run_dir / "dit")
+    assert cfg.autoencoder.name == "dc-ae-v-demo-f16t4c16"
+    out = adapted(torch.randn(1, 16, 3, 4, 4), torch.tensor([0.5]), torch.randn(1, 5, 384))
+    assert out.shape == (1, 16, 3, 4, 4)
