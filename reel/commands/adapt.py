@@ -2,8 +2,8 @@
 
 Stage 1 aligns a new patch embedding (reel/train/adapt.py) on raw clips encoded by both
 autoencoders, the transformer frozen, and writes RUN_DIR/aligned; stage 2 is `reel train dit` from
-it (train.init_from) in B's latent space for train.steps steps (full fine-tuning, or LoRA with
-train.lora.rank), writing RUN_DIR/dit (or RUN_DIR/lora).
+it (train.init_from) in B's latent space for train.steps steps (full fine-tuning: the new input and
+output layers must train), writing RUN_DIR/dit.
 """
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ def adapt_command(cfg, args: AdaptArgs) -> int:
         raise ReelError("reel train adapt needs source=DIR: the DiT folder to move to autoencoder.checkpoint's space")
     if args.align_steps < 1:
         raise ReelError(f"align_steps={args.align_steps}: must be at least 1")
+    if cfg.train.lora.rank:
+        raise ReelError(f"train.lora.rank={cfg.train.lora.rank}: adaptation fine-tunes the whole model (its new input "
+                        "and output layers must train); LoRA on an adapted model: reel train dit "
+                        "train.init_from=RUN_DIR/dit train.lora.rank=...")
     if cfg.data.kind == "latents":
         raise ReelError("data=latents: alignment encodes raw clips with both autoencoders; use a clip dataset")
     torch.manual_seed(cfg.seed)
@@ -83,5 +87,5 @@ COMMAND = Command(
     doc="Example: reel train adapt source=runs/shapes-64/dit autoencoder=dc-ae-v-demo-f16t4c16 "
         "autoencoder.checkpoint=runs/ae16/autoencoder data=shapes train.run_dir=runs/adapt train.steps=500\n"
         "Stage 1 trains a new patch embedding so B's latents land where A's did (align_steps batches, the "
-        "transformer frozen; RUN_DIR/aligned); stage 2 fine-tunes in B's space like reel train dit "
-        "(train.lora.rank for LoRA). The text encoder must be the source's.")
+        "transformer frozen; RUN_DIR/aligned); stage 2 fine-tunes the whole model in B's space like reel train "
+        "dit. The text encoder must be the source's.")

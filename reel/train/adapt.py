@@ -5,7 +5,7 @@ new output layer for B's channels; the transformer is frozen and the new embeddi
 that, for the same clip, embed_B(z_B) matches the old embed_A(z_A) (pooled to B's token grid when
 the grids differ). The transformer then sees B's latents in the token space it already knows.
 Stage 2 is ordinary flow-matching training in B's space from the aligned model (`reel train dit
-train.init_from=...`, full or LoRA).
+train.init_from=...`, the whole model: the new output layer starts at zero and must train).
 """
 from __future__ import annotations
 

@@ -27,6 +27,11 @@ def import_deepspeed():
     import deepspeed
     from deepspeed.utils import logger as ds_logger
 
+    # On CPU DeepSpeed compiles a shared-memory all-reduce (a C++ build under a file lock that a killed
+    # process leaves behind, hanging the next run) the first time a group starts; only its inference
+    # all-reduce uses it, never training, so it is not built.
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
     ds_logger.setLevel(logging.WARNING)
     # DeepSpeed still calls collectives torch renamed; the warning is theirs to fix, not the user's.
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)

@@ -33,12 +33,12 @@ def test_adapt_aligns_the_embedding_then_fine_tunes_in_the_new_space(tmp_path, t
     run_dir = tmp_path / "adapt"
     result = run_reel("train", "adapt", f"source={source_run / 'dit'}", "model=dit-tiny",
                       "autoencoder=dc-ae-v-demo-f16t4c16", f"autoencoder.checkpoint={autoencoder_b}",
-                      "data=shapes", "data.height=64", "data.width=64", "data.num_frames=9", cache,
+                      "data=shapes", "data.height=32", "data.width=32", "data.num_frames=9", cache,
                       f"train.run_dir={run_dir}", "train.batch_size=2", "train.steps=2", "train.preview_every=100",
-                      "align_steps=40", "align_lr=3e-2", *QUIET)
+                      "align_steps=25", "align_lr=5e-2", *QUIET)
     assert result.returncode == 0, result.stderr[-3000:]
     align = [json.loads(line) for line in result.stdout.splitlines() if '"stage": "align"' in line]
-    assert align[0]["step"] == 1 and align[-1]["step"] == 40
+    assert align[0]["step"] == 1 and align[-1]["step"] == 25
     assert align[-1]["loss"] < 0.5 * align[0]["loss"], align
 
     source, _ = load_dit(source_run / "dit")
