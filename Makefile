@@ -34,6 +34,9 @@ demo: $(STAMP)
 	# the bundled demo autoencoder reconstructs a few clips: side-by-side PNG and PSNR/SSIM
 	$(REEL) eval autoencoder data=folder data.metadata=$(DEMO_DIR)/shapes/64x64/metadata.jsonl \
 		data.start=center data.crop=center num_clips=6 side_by_side=$(DEMO_DIR)/reconstructions.png
+	# the bundled demo DiT draws twelve prompts (mp4s + contact sheet); the oracle scores what it drew
+	$(REEL) sample prompts=tools/demo_prompts.txt out_dir=$(DEMO_DIR)/samples seed=0
+	$(REEL) eval world manifest=$(DEMO_DIR)/samples
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -117,7 +117,6 @@ def test_user_errors_are_one_line_naming_the_key_or_file(checkpoint, tmp_path, c
         message = run_in_process(capsys, ckpt, f"prompts={bad}")
         assert f"{bad}:2" in message and fragment in message
     assert "no such folder" in run_in_process(capsys, f"checkpoint={tmp_path / 'no_run'}", "prompt=a red square")
-    assert "bundled demo model" in run_in_process(capsys, "prompt=a red square moving up")
     assert "batch_size=0" in run_in_process(capsys, ckpt, "prompt=a red square", "batch_size=0")
     assert "sample.num_frames=10: must be 1 + 4k" in run_in_process(capsys, ckpt, "prompt=a red square",
                                                                      "num_frames=10")
@@ -173,6 +172,8 @@ def test_pipeline_defaults_come_from_the_checkpoint_and_are_checked(pipeline):
         pipeline.generate(["a red square", "a blue circle"], [0], progress=False)
 
 
-def test_the_bundled_demo_model_is_not_in_this_version():
-    with pytest.raises(ReelError, match=r"bundled demo model .* not in this version; pass checkpoint="):
-        TextToVideoPipeline.from_checkpoint(None)
+def test_the_bundled_demo_model_is_the_default():
+    pipeline = TextToVideoPipeline.from_checkpoint(None)
+    assert pipeline.checkpoint == "bundled:demo_dit" and pipeline.cfg.autoencoder.checkpoint == "bundled:demo_ae"
+    videos = pipeline.generate(["a red square moving up"], [0], steps=2, progress=False)
+    assert videos.shape == (1, 17, 64, 64, 3) and videos.std() > 1
