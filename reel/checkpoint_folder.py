@@ -24,10 +24,10 @@ CONFIG_FILE = "config.yaml"
 EXTRA_INFO_KEY = "reel_extra_info"
 
 
-def weights_path(path: Path) -> Path:
-    """The file that names the weights: model.safetensors, or the shard index."""
-    return path / INDEX_FILE if (path / INDEX_FILE).is_file() and not (path / WEIGHTS_FILE).is_file() \
-        else path / WEIGHTS_FILE
+def weights_path(path: Path, weights_file: str = WEIGHTS_FILE) -> Path:
+    """The file that names the weights: `weights_file` (model.safetensors), or its shard index."""
+    index = path / f"{weights_file}.index.json"
+    return index if index.is_file() and not (path / weights_file).is_file() else path / weights_file
 
 
 def require_folder(path: Path, label: str, holder: str) -> None:
@@ -39,10 +39,10 @@ def require_folder(path: Path, label: str, holder: str) -> None:
             raise ReelError(f"{label} {path}: {name} is missing ({holder} holds {WEIGHTS_FILE} and {CONFIG_FILE})")
 
 
-def _shard_files(path: Path) -> Tuple[list, dict]:
+def _shard_files(path: Path, weights_file: str = WEIGHTS_FILE) -> Tuple[list, dict]:
     """(shard files, index metadata) of a folder's weights."""
-    weights = weights_path(path)
-    if weights.name == WEIGHTS_FILE:
+    weights = weights_path(path, weights_file)
+    if weights.name == weights_file:
         return [weights], {}
     try:
         index = json.loads(weights.read_text())
@@ -67,9 +67,10 @@ def weight_shapes(path: Path) -> Dict[str, tuple]:
     return shapes
 
 
-def load_weights(path: Path, device: str = "cpu") -> Dict[str, torch.Tensor]:
+def load_weights(path: Path, device: str = "cpu", weights_file: str = WEIGHTS_FILE) -> Dict[str, torch.Tensor]:
+    """Every tensor of a folder's weights, one file or shards (other libraries name the file differently)."""
     state = {}
-    for file in _shard_files(path)[0]:
+    for file in _shard_files(path, weights_file)[0]:
         try:
             state.update(load_file(str(file), device=str(device)))
         except (SafetensorError, OSError) as exc:

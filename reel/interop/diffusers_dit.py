@@ -20,10 +20,10 @@ from typing import Callable, Dict, List, Tuple, Union
 
 import torch
 from omegaconf import OmegaConf
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from reel.atomic import atomic_folder
+from reel.checkpoint_folder import load_weights
 from reel.config.schema import AutoencoderConfig, ModelConfig, ReelConfig, TextEncoderConfig
 from reel.config.validate import attention_kinds, validate_config
 from reel.errors import ReelError
@@ -317,25 +317,9 @@ def read_diffusers_folder(path: Path) -> Tuple[dict, Dict[str, torch.Tensor]]:
         config = json.loads(config_path.read_text())
     except ValueError as exc:
         raise ReelError(f"{config_path}: not valid JSON ({exc})") from None
-    if (path / WEIGHTS_FILE).is_file():
-        files = [path / WEIGHTS_FILE]
-    elif (path / INDEX_FILE).is_file():
-        try:
-            weight_map = json.loads((path / INDEX_FILE).read_text())["weight_map"]
-            files = [path / name for name in sorted(set(weight_map.values()))]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise ReelError(f"{path / INDEX_FILE}: not a readable shard index") from None
-        missing = [f for f in files if not f.is_file()]
-        if missing:
-            raise ReelError(f"{path / INDEX_FILE}: shard {missing[0].name} is missing")
-    else:
+    if not (path / WEIGHTS_FILE).is_file() and not (path / INDEX_FILE).is_file():
         raise ReelError(f"src {path}: neither {WEIGHTS_FILE} nor {INDEX_FILE} is there")
-    tensors: Dict[str, torch.Tensor] = {}
-    for file in files:
-        try:
-            tensors.update(load_file(str(file)))
-        except (SafetensorError, OSError) as exc:
-            raise ReelError(f"{file}: not a readable safetensors file ({exc})") from None
+    tensors = load_weights(path, weights_file=WEIGHTS_FILE)
     return config, tensors
 
 

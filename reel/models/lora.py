@@ -31,7 +31,6 @@ class LoRAAdapter(nn.Module):
                                           device=linear.weight.device))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.enabled = True
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         return (self.dropout(x) @ self.A.t().to(x.dtype)) @ (self.B.t().to(x.dtype) * self.scale)
@@ -78,7 +77,7 @@ class _LoRAHook:
         self.adapter = adapter
 
     def __call__(self, module, inputs, output):
-        return output + self.adapter.delta(inputs[0]) if self.adapter.enabled else output
+        return output + self.adapter.delta(inputs[0])
 
 
 def lora_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:

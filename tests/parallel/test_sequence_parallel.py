@@ -33,11 +33,6 @@ def test_sp2_forward_and_gradients_equal_one_process_for_every_attention_kind(tm
         assert row["output"] <= 1e-5 and row["grad"] <= 1e-5, row
 
 
-@pytest.fixture(scope="module")
-def latents(tiny_latents):
-    return tiny_latents
-
-
 def train_args(common, run_dir, batch_size, *extra):
     return ["train", "dit", *common, *HYBRID, f"train.run_dir={run_dir}", "train.steps=4",
             f"train.batch_size={batch_size}", "train.lr=2e-3", "train.warmup_steps=1", "train.log_every=1",
@@ -58,15 +53,15 @@ def assert_same_losses(a, b):
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory, latents):
+def one_process(tmp_path_factory, tiny_latents):
     run_dir = tmp_path_factory.mktemp("one")
-    result = run_reel(*train_args(latents, run_dir, 2))
+    result = run_reel(*train_args(tiny_latents, run_dir, 2))
     assert result.returncode == 0, result.stderr[-2000:]
     return run_dir
 
 
-def test_sp2_zero2_training_matches_one_process(tmp_path, latents, one_process):
-    two = torchrun(2, "-m", "reel.cli", *train_args(latents, tmp_path / "sp2", 2, "distributed.sp_size=2"))
+def test_sp2_zero2_training_matches_one_process(tmp_path, tiny_latents, one_process):
+    two = torchrun(2, "-m", "reel.cli", *train_args(tiny_latents, tmp_path / "sp2", 2, "distributed.sp_size=2"))
     assert two.returncode == 0, two.stderr[-3000:]
     assert_same_losses(tmp_path / "sp2", one_process)
     state = json.loads((tmp_path / "sp2" / "checkpoints" / "step_0000004" / "trainer_state.json").read_text())
@@ -94,9 +89,9 @@ def test_sp2_sample_command_writes_the_videos_once(tmp_path, one_process):
     assert read_video(tmp_path / "000000.mp4").shape == (9, 64, 64, 3)
 
 
-def test_dp2_sp2_on_four_processes_matches_dp2(tmp_path, latents):
-    dp = torchrun(2, "-m", "reel.cli", *train_args(latents, tmp_path / "dp2", 1))
+def test_dp2_sp2_on_four_processes_matches_dp2(tmp_path, tiny_latents):
+    dp = torchrun(2, "-m", "reel.cli", *train_args(tiny_latents, tmp_path / "dp2", 1))
     assert dp.returncode == 0, dp.stderr[-3000:]
-    both = torchrun(4, "-m", "reel.cli", *train_args(latents, tmp_path / "dp2sp2", 1, "distributed.sp_size=2"))
+    both = torchrun(4, "-m", "reel.cli", *train_args(tiny_latents, tmp_path / "dp2sp2", 1, "distributed.sp_size=2"))
     assert both.returncode == 0, both.stderr[-3000:]
     assert_same_losses(tmp_path / "dp2sp2", tmp_path / "dp2")
