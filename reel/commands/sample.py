@@ -27,6 +27,8 @@ class SampleArgs:
     batch_size: int = 8  # prompts handed to the pipeline at a time
     lora: Optional[str] = None  # a LoRA folder applied unmerged on top of checkpoint= (default: its own base)
     lora_scale: float = 1.0
+    long: bool = False  # one long video chunk by chunk (a block-causal DiT); prompts= then lists segments
+    image: Optional[str] = None  # an image file that becomes the first frame (image-to-video)
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,9 @@ def sample_command(cfg, args: SampleArgs) -> int:
 
     if args.batch_size < 1:
         raise ReelError(f"batch_size={args.batch_size}: must be at least 1")
-    requests = read_requests(args, cfg.sample.seed)
+    if args.image is not None and not Path(args.image).is_file():
+        raise ReelError(f"image={args.image}: no such file")
+    requests = None if args.long else read_requests(args, cfg.sample.seed)
     base = args.checkpoint
     if args.lora and base is None:
         from reel.models.lora_checkpoint import read_lora
@@ -123,11 +127,16 @@ def sample_command(cfg, args: SampleArgs) -> int:
         base = read_lora(args.lora)[1].base  # the DiT folder the adapters were trained on
     checkpoint = resolve_checkpoint(base)
     checkpoint_cfg = read_dit_config(checkpoint)
-    # the composed sample.* settings are used as they are (what --cfg job shows is what runs); only the
-    # clip size, left unset, falls back to the checkpoint's own
+    # sample.* settings left null (steps, guidance, solver, shift, frames, size) are the checkpoint's own
     chosen = dict(height=cfg.sample.height, width=cfg.sample.width, steps=cfg.sample.steps,
                   guidance=cfg.sample.guidance, solver=cfg.sample.solver, shift=cfg.sample.shift,
                   negative_prompt=cfg.sample.negative_prompt)
+    if args.long:
+        from reel.commands.sample_long import sample_long
+
+        if args.lora:
+            raise ReelError("lora= with long=true: merge the adapters first (reel export merge_lora=true)")
+        return sample_long(cfg, args, checkpoint, checkpoint_cfg, chosen)
     settings = {}  # a prompt's own num_frames (or None) -> its checked settings, before any model loads
     for request in requests:
         if request.num_frames not in settings:
@@ -159,7 +168,7 @@ def sample_command(cfg, args: SampleArgs) -> int:
             start = time.perf_counter()
             videos = pipeline.generate([r.prompt for r in batch], [r.seed for r in batch], s.num_frames, s.height,
                                        s.width, s.steps, s.guidance, s.solver, s.shift, s.negative_prompt,
-                                       progress=False)
+                                       progress=False, image=args.image)
             seconds = (time.perf_counter() - start) / len(batch)
             for request, video in zip(batch, videos):
                 name = f"{request.index:06d}.mp4"
@@ -170,6 +179,8 @@ def sample_command(cfg, args: SampleArgs) -> int:
                     "guidance": s.guidance, "solver": s.solver, "shift": s.shift,
                     "negative_prompt": s.negative_prompt, "num_frames": s.num_frames, "height": s.height,
                     "width": s.width, "seconds": round(seconds, 4), "checkpoint": checkpoint}
+                if args.image:
+                    rows[request.index]["image"] = args.image
                 keep = np.linspace(0, len(video) - 1, num=min(SHEET_FRAMES, len(video))).round().astype(int)
                 sheet_clips[request.index] = video[keep]
             bar.update(len(batch))
@@ -200,8 +211,12 @@ COMMANDS = [
                 "scores) and OUT_DIR/contact_sheet.png.\n"
                 "lora=DIR applies a LoRA folder (reel train dit with train.lora.rank, or reel export of one) unmerged "
                 "on top of checkpoint= (default: the base it was trained on), scaled by lora_scale.\n"
-                "Solvers: euler, dpmpp, unipc; sample.shift and sample.negative_prompt also apply. num_frames, "
-                "height and width default to the checkpoint's; the other sample.* settings are used as composed.\n"
+                "Solvers: euler, dpmpp, unipc; sample.shift and sample.negative_prompt also apply. steps, guidance, "
+                "solver, shift, num_frames, height and width left unset come from the checkpoint's config.yaml.\n"
+                "long=true: one long video from a block-causal DiT (model.causal_chunk), chunk by chunk, written as it "
+                "is decoded; prompts=FILE.jsonl of {\"prompt\", \"frames\"} segments switches prompts (KV recache); "
+                "sample.long_window / sample.long_sink set the KV window and attention sink (chunks).\n"
+                "image=PATH: the image becomes the first frame (image-to-video), with long=true or without.\n"
                 "Sequence-parallel (each video split over the processes, same video as one process): "
                 "torchrun --nproc_per_node=2 -m reel.cli sample ... distributed.sp_size=2"),
 ]

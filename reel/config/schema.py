@@ -120,6 +120,9 @@ class FlowMatchingConfig:
     logit_std: float = 1.0
     shift: float = 1.0  # ... then t <- shift t / (1 + (shift - 1) t); > 1 spends more steps near noise
     caption_dropout: float = 0.1  # fraction of captions replaced by the empty prompt (for guidance)
+    # fraction of clips trained image-to-video: their first latent frame stays clean (t = 0) as context
+    # and is left out of the loss, so `reel sample image=` can condition on an encoded image
+    first_frame_prob: float = 0.0
     preview_prompts: List[str] = field(default_factory=lambda: [
         "a red circle moving left", "a blue square moving up", "a yellow triangle moving right",
         "a green circle moving down"])
@@ -135,6 +138,19 @@ class LoraConfig:
                                                         "*.cross_attn.kv", "*.cross_attn.out", "*.ffn.expand",
                                                         "*.ffn.project"])  # fnmatch patterns of linear layers
     dropout: float = 0.0
+
+
+@dataclass
+class DistillConfig:
+    """`reel train distill`: a trained DiT (the teacher) into a few-step student sampled with guidance 1."""
+    teacher: Optional[str] = None  # the DiT folder to distil (RUN_DIR/dit of reel train dit, or bundled:NAME)
+    method: str = "consistency"  # consistency (segment-wise trajectory regression) | dmd (distribution matching)
+    student_steps: int = 4  # S: Euler steps of the student on sampling_times(S, teacher's sample.shift)
+    teacher_guidance: Optional[float] = None  # CFG of the teacher against the empty prompt; None: its sample.guidance
+    teacher_substeps: Optional[int] = None  # teacher Euler steps per student step; None: ceil(teacher steps / S)
+    critic_lr: float = 1e-4  # dmd: AdamW learning rate of the fake-score network
+    critic_updates: int = 1  # dmd: fake-score updates per generator update
+    regression_steps: int = 0  # dmd: first steps regress the student's S-step output onto the teacher's ODE
 
 
 @dataclass
@@ -163,19 +179,26 @@ class TrainConfig:
     fm: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
     init_from: Optional[str] = None  # a DiT folder to start from (its model config replaces model.*)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 @dataclass
 class SampleConfig:
-    steps: int = 20
-    guidance: float = 4.0
-    solver: str = "euler"  # euler | dpmpp | unipc
-    shift: float = 1.0
+    # null: the checkpoint's own setting (a DiT stores what it was trained with; a distilled student its
+    # step count and guidance 1), else 20 Euler steps, guidance 4, shift 1
+    steps: Optional[int] = None
+    guidance: Optional[float] = None
+    solver: Optional[str] = None  # euler | dpmpp | unipc
+    shift: Optional[float] = None
     negative_prompt: str = ""
     num_frames: Optional[int] = None  # default: data.num_frames
     height: Optional[int] = None  # default: data.height
     width: Optional[int] = None  # default: data.width
     seed: int = 0
+    # long videos (reel sample long=true) from a block-causal DiT: softmax/sparse layers keep the KV of the
+    # last long_window chunks and of the first long_sink chunks (the attention sink)
+    long_window: int = 3
+    long_sink: int = 1
 
 
 @dataclass

@@ -171,16 +171,40 @@ def _validate_train(cfg: DictConfig) -> None:
     fm = train.fm
     if not 0.0 <= fm.caption_dropout <= 1.0:
         _fail("train.fm.caption_dropout", fm.caption_dropout, "must be between 0 and 1")
+    if not 0.0 <= fm.first_frame_prob <= 1.0:
+        _fail("train.fm.first_frame_prob", fm.first_frame_prob, "must be between 0 and 1")
     _positive("train.fm.logit_std", fm.logit_std)
     _positive("train.fm.shift", fm.shift)
     _positive("train.fm.preview_steps", fm.preview_steps)
+    _validate_distill(train.distill)
+
+
+def _validate_distill(distill: DictConfig) -> None:
+    _choice("train.distill.method", distill.method, ("consistency", "dmd"))
+    if distill.student_steps < 1:
+        _fail("train.distill.student_steps", distill.student_steps, "must be at least 1 (Euler steps of the student)")
+    if distill.teacher_guidance is not None and distill.teacher_guidance < 0:
+        _fail("train.distill.teacher_guidance", distill.teacher_guidance, "must be non-negative (or null: the "
+              "teacher's sample.guidance)")
+    if distill.teacher_substeps is not None and distill.teacher_substeps < 1:
+        _fail("train.distill.teacher_substeps", distill.teacher_substeps, "must be at least 1 (or null)")
+    _positive("train.distill.critic_lr", distill.critic_lr)
+    if distill.critic_updates < 1:
+        _fail("train.distill.critic_updates", distill.critic_updates, "must be at least 1")
+    if distill.regression_steps < 0:
+        _fail("train.distill.regression_steps", distill.regression_steps, "must be 0 or more")
 
 
 def _validate_sample(cfg: DictConfig) -> None:
     s = cfg.sample
-    _choice("sample.solver", s.solver, ("euler", "dpmpp", "unipc"))
-    _positive("sample.steps", s.steps)
-    if s.guidance < 0:
+    if s.solver is not None:
+        _choice("sample.solver", s.solver, ("euler", "dpmpp", "unipc"))
+    _positive("sample.long_window", s.long_window)
+    if s.long_sink < 0:
+        _fail("sample.long_sink", s.long_sink, "must be 0 or more")
+    _positive("sample.steps", s.steps, allow_none=True)
+    _positive("sample.shift", s.shift, allow_none=True)
+    if s.guidance is not None and s.guidance < 0:
         _fail("sample.guidance", s.guidance, "must be non-negative")
     # sizes and frame counts are checked against the checkpoint being sampled (its autoencoder and
     # patch size), not the composed config's: reel/sample/pipeline.py sample_settings

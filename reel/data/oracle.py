@@ -107,7 +107,12 @@ def score_manifest(path) -> dict:
     """Score every clip listed in a sample manifest or a make-shapes metadata file (or their folder)."""
     manifest = _find_manifest(Path(path))
     entries = _read_entries(manifest)
-    clips = [_score_entry(manifest.parent, video_path, expected) for video_path, expected in entries]
+    clips = []
+    for video_path, expected, row in entries:
+        if row.get("segments"):
+            clips.extend(_score_long_entry(manifest.parent, video_path, row))
+        else:
+            clips.append(_score_entry(manifest.parent, video_path, expected))
     accuracy = {a: float(np.mean([c["predicted"][a] == c["expected"][a] for c in clips])) for a in ATTRIBUTES}
     accuracy["joint"] = float(np.mean([c["correct"] for c in clips]))
     return {"manifest": str(manifest), "num_clips": len(clips), "accuracy": accuracy, "clips": clips}
@@ -135,7 +140,7 @@ def _read_entries(manifest: Path) -> list[tuple[str, dict]]:
             raise ReelError(f"{manifest}:{number}: not valid JSON ({e.msg})") from None
         if not isinstance(row, dict) or not row.get("path"):
             raise ReelError(f"{manifest}:{number}: line has no 'path'")
-        entries.append((str(row["path"]), _expected_labels(row, f"{manifest}:{number}")))
+        entries.append((str(row["path"]), _expected_labels(row, f"{manifest}:{number}"), row))
     if not entries:
         raise ReelError(f"{manifest}: manifest lists no clips")
     return entries
@@ -166,3 +171,34 @@ def _score_entry(root: Path, video_path: str, expected: dict) -> dict:
     result["predicted"] = predicted
     result["correct"] = "error" not in result and all(predicted[a] == expected[a] for a in ATTRIBUTES)
     return result
+
+
+def _score_long_entry(root: Path, video_path: str, row: dict) -> list[dict]:
+    """A long video (a manifest row with "segments" and "chunk_frames") scored chunk by chunk: consecutive
+    windows of chunk_frames frames, each against the prompt of the segment it lies in; a window that
+    straddles a prompt switch is left out."""
+    resolved = Path(video_path) if Path(video_path).is_absolute() else root / video_path
+    length = int(row.get("chunk_frames") or 0)
+    if length < 1:
+        raise ReelError(f"{video_path}: a long-video manifest row needs chunk_frames (frames per scored chunk)")
+    try:
+        frames = read_video(resolved)
+    except ReelError as e:
+        return [{"path": video_path, "error": str(e), "correct": False,
+                 "expected": _expected_labels(row, video_path), "predicted": {a: None for a in ATTRIBUTES}}]
+    bounds, start = [], 0
+    for segment in row["segments"]:
+        bounds.append((start, start + int(segment["frames"]), segment["prompt"]))
+        start += int(segment["frames"])
+    results = []
+    for first in range(0, len(frames) - length + 1, length):
+        last = first + length
+        inside = [prompt for lo, hi, prompt in bounds if lo <= first and last <= hi]
+        if not inside:
+            continue
+        expected = _expected_labels({"prompt": inside[0]}, f"{video_path} frames {first}-{last - 1}")
+        predicted = score_frames(frames[first:last])
+        results.append({"path": f"{video_path}#{first}-{last - 1}", "expected": expected, "predicted": predicted,
+                        "segment": inside[0],
+                        "correct": all(predicted[a] == expected[a] for a in ATTRIBUTES)})
+    return results

@@ -19,27 +19,74 @@ PIXEL_FORMAT = "yuv444p"  # 4:2:0 chroma smears the saturated object edges to ~3
 
 def write_video(path, frames: np.ndarray, fps: float, crf: int = 10) -> Path:
     """Encode uint8 frames (T, H, W, 3) as an H.264 mp4; the file appears whole or not at all."""
-    path = Path(path)
-    frames = _check_frames(frames, path)
-    if fps <= 0:
-        raise ReelError(f"{path}: fps must be positive, got {fps}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.mp4")
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            stream.height, stream.width = frames.shape[1:3]
-            stream.pix_fmt = PIXEL_FORMAT
-            stream.options = {"crf": str(int(crf))}
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode())  # flush the frames the encoder still holds
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    frames = _check_frames(frames, Path(path))
+    with VideoWriter(path, fps, crf) as writer:
+        writer.write(frames)
+    return writer.path
+
+
+class VideoWriter:
+    """An H.264 mp4 written frame batch by frame batch (long videos never sit in memory whole). The file
+    appears at `path` when the writer closes without an error; until then it is a hidden temporary file.
+
+        with VideoWriter("out.mp4", fps=8) as writer:
+            for frames in chunks:  # uint8 (t, H, W, 3)
+                writer.write(frames)
+    """
+
+    def __init__(self, path, fps: float, crf: int = 10):
+        self.path = Path(path)
+        if fps <= 0:
+            raise ReelError(f"{self.path}: fps must be positive, got {fps}")
+        self.fps, self.crf = fps, crf
+        self.frames_written = 0
+        self._container = self._stream = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=".tmp.mp4")
+        os.close(fd)
+
+    def write(self, frames: np.ndarray) -> None:
+        frames = np.asarray(frames)
+        if frames.ndim == 4 and frames.shape[0] == 0:
+            return
+        frames = _check_frames(frames, self.path)
+        if self._stream is None:
+            self._container = av.open(self._tmp, mode="w", format="mp4")
+            self._stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            self._stream.height, self._stream.width = frames.shape[1:3]
+            self._stream.pix_fmt = PIXEL_FORMAT
+            self._stream.options = {"crf": str(int(self.crf))}
+        elif tuple(frames.shape[1:3]) != (self._stream.height, self._stream.width):
+            raise ReelError(f"{self.path}: frames of {frames.shape[1:3]} after frames of "
+                            f"{(self._stream.height, self._stream.width)}")
+        for frame in frames:
+            self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        self.frames_written += len(frames)
+
+    def close(self) -> Path:
+        if self._container is None:
+            Path(self._tmp).unlink(missing_ok=True)
+            raise ReelError(f"{self.path}: no frames were written")
+        self._container.mux(self._stream.encode())  # flush the frames the encoder still holds
+        self._container.close()
+        self._container = None
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        Path(self._tmp).unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def _check_frames(frames: np.ndarray, path: Path) -> np.ndarray:

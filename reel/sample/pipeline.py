@@ -23,6 +23,7 @@ from reel.assets import ASSETS, BUNDLED_PREFIX
 from reel.errors import ReelError
 
 DEMO_NAME = "demo_dit"
+DEFAULT_STEPS, DEFAULT_GUIDANCE = 20, 4.0  # for a checkpoint that stores no sample settings
 DEMO_CHECKPOINT = BUNDLED_PREFIX + DEMO_NAME
 
 
@@ -67,8 +68,8 @@ def sample_settings(cfg: DictConfig, num_frames: Optional[int] = None, height: O
 
     chosen = SampleSettings(
         num_frames=pick(num_frames, "num_frames", data.num_frames), height=pick(height, "height", data.height),
-        width=pick(width, "width", data.width), steps=pick(steps, "steps", 20),
-        guidance=pick(guidance, "guidance", 1.0), solver=str(pick(solver, "solver", "euler")),
+        width=pick(width, "width", data.width), steps=pick(steps, "steps", DEFAULT_STEPS),
+        guidance=pick(guidance, "guidance", DEFAULT_GUIDANCE), solver=str(pick(solver, "solver", "euler")),
         shift=pick(shift, "shift", 1.0), negative_prompt=str(pick(negative_prompt, "negative_prompt", "")))
     _check(chosen, cfg.autoencoder.temporal_factor, cfg.autoencoder.spatial_factor, tuple(cfg.model.patch_size))
     SOLVERS[chosen.solver]  # an unknown name is a ReelError naming sample.solver
@@ -147,9 +148,11 @@ class TextToVideoPipeline:
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], num_frames: Optional[int] = None,
                  height: Optional[int] = None, width: Optional[int] = None, steps: Optional[int] = None,
                  guidance: Optional[float] = None, solver: Optional[str] = None, shift: Optional[float] = None,
-                 negative_prompt: Optional[str] = None, progress: bool = True) -> np.ndarray:
+                 negative_prompt: Optional[str] = None, progress: bool = True,
+                 image: Optional[Union[str, os.PathLike]] = None) -> np.ndarray:
         """uint8 videos (N, T, H, W, 3), one per prompt; seeds[i] draws prompt i's noise, so the same seed and
-        settings give the same video, bit for bit on CPU, whatever the other prompts are."""
+        settings give the same video, bit for bit on CPU, whatever the other prompts are. `image`: an image
+        file that becomes every video's first frame (image-to-video)."""
         from reel.models.text_encoder import check_prompts
 
         prompts = check_prompts(prompts)
@@ -161,13 +164,26 @@ class TextToVideoPipeline:
                 raise ReelError(f"sample.seed={seed!r}: must be an integer in [-2^63, 2^64)")
         s = sample_settings(self.cfg, num_frames, height, width, steps, guidance, solver, shift, negative_prompt)
         negative = self.text_encoder.encode([s.negative_prompt]).to(self.device)
+        known = self.image_latent(image, s) if image is not None else None
         videos = np.empty((len(prompts), s.num_frames, s.height, s.width, 3), dtype=np.uint8)
         with tqdm(total=len(prompts) * s.steps, desc="denoise", unit="step", disable=not progress) as bar:
             for index, (prompt, seed) in enumerate(zip(prompts, seeds)):
-                videos[index] = self._generate_one(prompt, int(seed), s, negative, bar)
+                videos[index] = self._generate_one(prompt, int(seed), s, negative, bar, known)
         return videos
 
-    def _generate_one(self, prompt: str, seed: int, s: SampleSettings, negative, bar) -> np.ndarray:
+    def image_latent(self, image: Union[str, os.PathLike], s: SampleSettings):
+        """The normalised latent of an image file, at the settings' frame size."""
+        from reel.sample.image_condition import encode_image
+
+        return encode_image(self.autoencoder, image, s.height, s.width, self.device)
+
+    def long_video(self, window_chunks: int = 3, sink_chunks: int = 1):
+        """A LongVideoGenerator over this pipeline's models (a block-causal DiT)."""
+        from reel.sample.long_video import LongVideoGenerator
+
+        return LongVideoGenerator(self.model, self.autoencoder, self.text_encoder, window_chunks, sink_chunks)
+
+    def _generate_one(self, prompt: str, seed: int, s: SampleSettings, negative, bar, known=None) -> np.ndarray:
         from reel.data.video_io import to_uint8
         from reel.sample.latents import initial_noise, sample_latents
 
@@ -175,7 +191,8 @@ class TextToVideoPipeline:
         shape = self.autoencoder.latent_shape(s.num_frames, s.height, s.width)
         noise = initial_noise(shape, [seed], self.device)
         latents = sample_latents(self.model, text.embeddings, text.mask, negative.embeddings, negative.mask, noise,
-                                 s.steps, s.guidance, s.shift, s.solver, progress=bar)
+                                 s.steps, s.guidance, s.shift, s.solver, progress=bar, known=known,
+                                 temporal_patch=self.model.patch_size[0])
         video = self.autoencoder.decode(latents).float().clamp(-1, 1)
         return to_uint8(video[0])
 

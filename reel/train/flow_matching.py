@@ -67,7 +67,7 @@ class FlowMatchingObjective:
     def __init__(self, fm_cfg: Any, conditioner: Conditioner, null_text: TextEmbeddings, patch_size=(1, 1, 1)):
         self.cfg, self.conditioner = fm_cfg, conditioner
         self.null_emb, self.null_mask = null_text.embeddings[:1], null_text.mask[:1]
-        self.patch_volume = math.prod(patch_size)
+        self.patch_size, self.patch_volume = tuple(patch_size), math.prod(patch_size)
 
     def to(self, device: torch.device) -> "FlowMatchingObjective":
         self.conditioner.to(device)
@@ -87,12 +87,46 @@ class FlowMatchingObjective:
         emb, mask = self.drop_captions(text)
         t = sample_training_times(x0.shape[0], self.cfg.logit_mean, self.cfg.logit_std, self.cfg.shift, x0.device)
         noise = torch.randn_like(x0)
-        prediction = model(interpolate(x0, noise, t), t, emb, mask)
+        clean_first = self.image_conditioned(x0.shape[0], x0.device)
+        if clean_first is None:
+            model_t, keep = t, None
+            x_t = interpolate(x0, noise, t)
+        else:
+            model_t, keep = first_frame_times(t, clean_first, x0.shape[2], self.patch_size[0])
+            frame_t = model_t.repeat_interleave(self.patch_size[0], dim=1)[:, None, :, None, None].to(x0.dtype)
+            x_t = (1.0 - frame_t) * x0 + frame_t * noise
+        prediction = model(x_t, model_t, emb, mask)
+        error = (prediction.float() - (noise - x0).float()).square()
         frames = model_frames(model, x0.shape[2])
-        if frames is None:
-            loss = F.mse_loss(prediction.float(), (noise - x0).float())
-        else:  # sequence parallel: this rank's frames' share of the sample's mean
-            error = (prediction.float() - (noise - x0).float())[:, :, frames]
-            loss = error.square().sum() / prediction.numel()
+        if keep is None and frames is None:
+            loss = error.mean()
+        else:
+            # a sample's loss is the mean over its kept frames; under sequence parallelism each rank adds
+            # its own frames' share of it
+            weight = torch.ones_like(x0[:, :1, :, :1, :1]) if keep is None else keep[:, None, :, None, None]
+            per_frame = error[0].numel() // x0.shape[2] if x0.shape[2] else 0
+            kept = (weight.sum() * per_frame).clamp(min=1)
+            local = slice(None) if frames is None else frames
+            loss = (error * weight)[:, :, local].sum() / kept
         tokens = x0.shape[0] * math.prod(x0.shape[2:]) // self.patch_volume
         return loss, {"samples": x0.shape[0], "tokens": tokens, "t_mean": t.mean()}
+
+    def image_conditioned(self, batch: int, device: torch.device) -> Optional[torch.Tensor]:
+        """(batch,) bool: the clips trained image-to-video this step (None when train.fm.first_frame_prob is 0,
+        so the random stream is that of plain text-to-video training)."""
+        prob = float(getattr(self.cfg, "first_frame_prob", 0.0))
+        if prob <= 0.0:
+            return None
+        return torch.rand(batch, device=device) < prob
+
+
+def first_frame_times(t: torch.Tensor, clean_first: torch.Tensor, latent_frames: int,
+                      temporal_patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame-group times (B, G) with the first group at t = 0 where `clean_first`, and the per-latent-frame
+    loss weights (B, T): 0 on those clean frames."""
+    groups = latent_frames // temporal_patch
+    frame_t = t[:, None].expand(-1, groups).clone()
+    frame_t[:, 0] = torch.where(clean_first, torch.zeros_like(t), t)
+    keep = torch.ones(t.shape[0], latent_frames, device=t.device)
+    keep[:, :temporal_patch] = (~clean_first).float()[:, None]
+    return frame_t, keep

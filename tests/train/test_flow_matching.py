@@ -123,3 +123,25 @@ def test_sample_latents_is_deterministic_per_seed():
     runs = [sample_latents(model, text, None, neg, None, initial_noise((4, 3, 4, 4), [0, 1]), 3, 2.0, 2.0)
             for _ in range(2)]
     assert torch.equal(runs[0], runs[1]) and runs[0].shape == (2, 4, 3, 4, 4)
+
+
+def test_image_conditioned_clips_keep_their_first_frame_clean_and_out_of_the_loss():
+    torch.manual_seed(0)
+    x0 = torch.randn(SHAPE)  # 2 latent frames
+    null = TextEmbeddings(torch.zeros(1, 6, 8), torch.zeros(1, 6, dtype=torch.bool), torch.zeros(1, 8))
+    objective = FlowMatchingObjective(FlowMatchingConfig(caption_dropout=0.0, first_frame_prob=1.0),
+                                      Conditioner(None, None), null)
+    seen = {}
+
+    def model(x_t, t, emb, mask):  # exact on frame 1, wildly wrong on frame 0
+        seen["x_t"], seen["t"] = x_t, t
+        v = (x_t - x0) / (t[:, 1] if t.dim() == 2 else t).view(-1, 1, 1, 1, 1)
+        v[:, :, 0] = 1e3
+        return v
+
+    loss, _ = objective(model, _latent_batch(x0), step=1)
+    assert seen["t"].shape == (3, 2) and bool((seen["t"][:, 0] == 0).all()) and bool((seen["t"][:, 1] > 0).all())
+    assert torch.equal(seen["x_t"][:, :, 0], x0[:, :, 0])  # the conditioning frame is the clean latent
+    assert loss.item() < 1e-8  # frame 0 is not scored
+    text_to_video = FlowMatchingObjective(FlowMatchingConfig(caption_dropout=0.0), Conditioner(None, None), null)
+    assert text_to_video(model, _latent_batch(x0), step=1)[0].item() > 1e3

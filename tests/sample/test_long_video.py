@@ -1,0 +1,153 @@
+"""Long video: chunk-by-chunk generation with a bounded cache, streamed decoding, prompt switches, images."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reel.errors import ReelError
+from reel.models.text_encoder import TextEmbeddings
+from reel.sample.image_condition import encode_image, read_image
+from reel.sample.latents import sample_latents
+from reel.sample.long_video import LongVideoGenerator, Segment, check_segments
+from tests.autoencoders.ae_helpers import build, preset
+from tests.models.dit_helpers import TEXT_DIM, one_thread, tiny_dit  # noqa: F401 (fixture)
+
+SIZE = 16  # pixels: 2 x 2 latents
+
+
+class HashTextEncoder:
+    """A deterministic stand-in text encoder: each prompt gets its own random embeddings."""
+    dim = TEXT_DIM
+
+    def encode(self, prompts):
+        embs = [torch.randn(1, 3, TEXT_DIM, generator=torch.Generator().manual_seed(sum(map(ord, p)) + len(p)))
+                for p in prompts]
+        mask = torch.ones(len(prompts), 3, dtype=torch.bool)
+        if not prompts or prompts == [""]:
+            mask[:] = False
+        emb = torch.cat(embs)
+        return TextEmbeddings(emb, mask, emb.mean(1))
+
+
+@pytest.fixture(scope="module")
+def autoencoder():
+    return build(preset("dc-ae-v-tiny"))
+
+
+def _generator(autoencoder, window=2, sink=1, **model):
+    dit = tiny_dit(attention=["linear", "softmax"], causal_chunk=1, **model).eval()
+    dit.latent_channels = autoencoder.latent_channels
+    return LongVideoGenerator(dit, autoencoder, HashTextEncoder(), window_chunks=window, sink_chunks=sink)
+
+
+def _run(gen, segments, guidance=1.0, image_latent=None):
+    chunks = list(gen.frames(segments, seed=3, height=SIZE, width=SIZE, steps=2, guidance=guidance,
+                             image_latent=image_latent))
+    return chunks, np.concatenate(chunks)
+
+
+def test_long_generation_keeps_the_cache_bounded_and_streams_every_frame(autoencoder):
+    gen = _generator(autoencoder, window=2, sink=1)
+    chunks, video = _run(gen, [Segment("a red circle moving left", 1 + 4 * 9)], guidance=2.0)
+    assert video.shape == (37, SIZE, SIZE, 3) and video.dtype == np.uint8
+    assert [len(c) for c in chunks] == [1] + [4] * 9  # each latent chunk is decoded as soon as it is made
+    sizes = gen.cache_sizes  # softmax entries: frames kept (sink 1 + window 2), one layer
+    assert sizes[:3] == [1, 2, 3] and set(sizes[3:]) == {3}
+    kept = gen.cache.blocks[1].attn.frames.tolist()
+    assert kept == [0, 8, 9]  # the sink and the last two chunks; positions keep growing
+
+
+def test_streamed_frames_equal_decoding_the_committed_latents_whole(autoencoder):
+    gen = _generator(autoencoder)
+    committed = []
+    original = gen._commit
+
+    def record(latents, *args):
+        committed.append(latents)
+        return original(latents, *args)
+
+    gen._commit = record
+    _, video = _run(gen, [Segment("a blue square moving up", 1 + 4 * 4)])
+    with torch.no_grad():
+        whole = autoencoder.decode(torch.cat(committed, dim=2))[0].clamp(-1, 1)
+    expected = ((whole + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    assert np.abs(video.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_prompt_switch_rebuilds_the_cache_from_the_window_under_the_new_prompt(autoencoder):
+    first, second = "a red circle moving right", "a red circle moving left"
+    gen = _generator(autoencoder, window=2, sink=1)
+    _, plain = _run(gen, [Segment(first, 1 + 4 * 6)])
+    gen = _generator(autoencoder, window=2, sink=1)
+    rebuilt = []
+    original = gen._recache
+
+    def spy(sinks, window, text, negative, guidance):
+        original(sinks, window, text, negative, guidance)
+        rebuilt.append(([(r.offset, r.latents) for r in [*sinks, *window]], gen.cache.blocks[1].attn.k.clone()))
+
+    gen._recache = spy
+    _, switched = _run(gen, [Segment(first, 1 + 4 * 3), Segment(second, 4 * 3)])
+    assert [[offset for offset, _ in records] for records, _ in rebuilt] == [[0, 2, 3]]  # once, at latent frame 4
+    assert np.array_equal(switched[:13], plain[:13])  # before the switch nothing changes
+    assert not np.array_equal(switched[13:], plain[13:])  # after it the new prompt steers
+
+    # the rebuilt cache is what committing the sink and window chunks under the new prompt gives
+    records, keys = rebuilt[0]
+    reference = _generator(autoencoder, window=2, sink=1)
+    reference.cache = reference.new_cache()
+    text, negative = reference.text_encoder.encode([second]), reference.text_encoder.encode([""])
+    for offset, latents in records:
+        reference._commit(latents, offset, text, negative, 1.0)
+    torch.testing.assert_close(keys, reference.cache.blocks[1].attn.k, rtol=0, atol=1e-6)
+    first_text = reference.text_encoder.encode([first])
+    stale = reference.new_cache()
+    reference.cache = stale
+    for offset, latents in records:
+        reference._commit(latents, offset, first_text, negative, 1.0)
+    assert not torch.allclose(keys, stale.blocks[1].attn.k)  # the text does reach the cached keys
+
+
+def test_segments_are_checked(autoencoder):
+    with pytest.raises(ReelError, match="1 \\+ 4k"):
+        check_segments([Segment("a", 4), Segment("b", 4)], 4)
+    with pytest.raises(ReelError, match="empty prompt"):
+        check_segments([Segment(" ", 5)], 4)
+    dit = tiny_dit(attention="linear").eval()
+    with pytest.raises(ReelError, match="block-causal"):
+        LongVideoGenerator(dit, autoencoder, HashTextEncoder())
+
+
+def test_image_conditioning_holds_the_first_latent_frame(autoencoder, tmp_path):
+    pixels = np.zeros((24, 32, 3), dtype=np.uint8)
+    pixels[4:12, 8:20] = (230, 40, 40)
+    Image.fromarray(pixels).save(tmp_path / "first.png")
+    clip = read_image(tmp_path / "first.png", SIZE, SIZE)
+    assert clip.shape == (1, 3, 1, SIZE, SIZE) and -1 <= clip.min() and clip.max() <= 1
+    latent = encode_image(autoencoder, tmp_path / "first.png", SIZE, SIZE)
+    assert latent.shape == (1, autoencoder.latent_channels, 1, 2, 2)
+    with pytest.raises(ReelError, match="no such file"):
+        read_image(tmp_path / "missing.png", SIZE, SIZE)
+
+    # the causal generator: with one latent frame per chunk the image is the first chunk
+    gen = _generator(autoencoder)
+    committed = []
+    original = gen._commit
+    gen._commit = lambda latents, *a: (committed.append(latents), original(latents, *a))[1]
+    _run(gen, [Segment("a red square moving up", 9)], image_latent=latent)
+    assert torch.equal(committed[0], latent)
+
+    # the whole-clip sampler: the first frame stays the image, per-frame times reach the model
+    dit = tiny_dit(attention="linear").eval()
+    text = HashTextEncoder().encode(["a red square moving up"])
+    seen = []
+
+    def model(x, t, emb, mask):
+        seen.append(t)
+        return dit(x, t, emb, mask)
+
+    noise = torch.randn(1, 4, 3, 2, 2)
+    out = sample_latents(model, text.embeddings, text.mask, text.embeddings, text.mask, noise, 3, 1.0,
+                         known=latent, temporal_patch=1)
+    assert torch.equal(out[:, :, :1], latent) and not torch.equal(out[:, :, 1:], noise[:, :, 1:])
+    assert all(t.shape == (1, 3) and bool((t[:, 0] == 0).all()) and bool((t[:, 1:] > 0).all()) for t in seen)

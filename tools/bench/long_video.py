@@ -1,0 +1,120 @@
+"""Long video: peak memory and seconds per frame at 1x, 4x and 16x the training length, and oracle scores
+chunk by chunk (one prompt, and a prompt switch), through `reel sample long=true` in fresh processes.
+
+Each length runs in its own process, so the process's peak RSS is that length's peak. The oracle part
+samples 16x videos: for every colour x shape (and a random direction), one video with one prompt and one
+that switches direction half way ("a red circle moving right" then "... moving left"); scored by
+`reel eval world` in windows of the training length.
+Usage: python tools/bench/long_video.py --checkpoint RUN_DIR/dit [--videos 12] [--steps 4] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+REEL = [sys.executable, "-m", "reel.cli"]
+QUIET = ["logging.wandb=false", "logging.progress=false"]
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def run(*args: str) -> str:
+    result = subprocess.run([*REEL, *args, *QUIET], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"reel {' '.join(args[:2])} failed: {result.stderr.strip()[-2000:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def clip_frames(checkpoint: str) -> int:
+    from reel.models.dit_checkpoint import read_dit_config
+
+    return int(read_dit_config(checkpoint).data.num_frames)
+
+
+def length_runs(checkpoint: str, base: int, steps: int, work: Path) -> list[dict]:
+    rows = []
+    for multiple in (1, 4, 16):
+        frames = 1 + (base - 1) * multiple
+        out = json.loads(run("sample", f"checkpoint={checkpoint}", "long=true", "prompt=a red circle moving right",
+                             f"num_frames={frames}", f"steps={steps}", f"out_dir={work / f'len{multiple}'}"))
+        rows.append({"multiple": multiple, "frames": frames, "peak_rss_mb": out["peak_rss_mb"],
+                     "seconds_per_frame": out["seconds_per_frame"]})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def oracle_runs(checkpoint: str, base: int, steps: int, videos: int, work: Path) -> dict:
+    import random
+
+    from reel.data.shapes import COLORS, SHAPES
+
+    rng = random.Random(0)
+    combos = [(c, s) for c in COLORS for s in SHAPES][:videos]
+    frames = 1 + (base - 1) * 16
+    half = 1 + (base - 1) * 8
+    scores = {"single": [], "switch": []}
+    for index, (color, shape) in enumerate(combos):
+        direction = rng.choice(sorted(OPPOSITE))
+        for kind in scores:
+            first = f"a {color} {shape} moving {direction}"
+            if kind == "single":
+                segments = [{"prompt": first, "frames": frames}]
+            else:
+                second = f"a {color} {shape} moving {OPPOSITE[direction]}"
+                segments = [{"prompt": first, "frames": half}, {"prompt": second, "frames": frames - half}]
+            path = work / f"{kind}{index}.jsonl"
+            path.write_text("".join(json.dumps(s) + "\n" for s in segments))
+            out_dir = work / f"{kind}{index}"
+            run("sample", f"checkpoint={checkpoint}", "long=true", f"prompts={path}", f"steps={steps}",
+                f"seed={index}", f"out_dir={out_dir}")
+            report = json.loads(run("eval", "world", f"manifest={out_dir}", "per_clip=true"))
+            scores[kind].append({"segments": segments, "chunks": report["clips"]})
+    return summarise(scores, OPPOSITE)
+
+
+def summarise(scores: dict, opposite: dict) -> dict:
+    def rate(chunks, attribute):
+        return round(sum(c["predicted"][attribute] == c["expected"][attribute] for c in chunks) / max(1, len(chunks)),
+                     4)
+
+    single = [c for video in scores["single"] for c in video["chunks"]]
+    switched = [c for video in scores["switch"] for c in video["chunks"]]
+    after = [c for video in scores["switch"] for c in video["chunks"] if c["segment"] == video["segments"][-1]["prompt"]]
+    return {"single_prompt_chunks": len(single),
+            "single_prompt": {a: rate(single, a) for a in ("color", "shape", "direction")},
+            "switch_chunks": len(switched),
+            "switch_colour_kept": rate(switched, "color"), "switch_shape_kept": rate(switched, "shape"),
+            "direction_after_switch": rate(after, "direction")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--videos", type=int, default=18)
+    parser.add_argument("--skip-oracle", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "long_video.json"))
+    args = parser.parse_args()
+    base = clip_frames(args.checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        lengths = length_runs(args.checkpoint, base, args.steps, work)
+        oracle = None if args.skip_oracle else oracle_runs(args.checkpoint, base, args.steps, args.videos, work)
+    one, sixteen = lengths[0], lengths[-1]
+    result = {"checkpoint": args.checkpoint, "steps": args.steps, "training_frames": base, "lengths": lengths,
+              "rss_ratio_16x_to_1x": round(sixteen["peak_rss_mb"] / one["peak_rss_mb"], 3),
+              "seconds_per_frame_ratio_16x_to_4x": round(sixteen["seconds_per_frame"] / lengths[1]["seconds_per_frame"],
+                                                         3),
+              "oracle_16x": oracle,
+              "targets": {"rss_ratio_16x_to_1x": "<= 1.15", "time_per_frame": "flat within 10%",
+                          "colour_and_shape_kept": ">= 0.95", "direction_after_switch": ">= 0.9"}}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
