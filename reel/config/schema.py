@@ -87,6 +87,10 @@ class ModelConfig:
     cross_attention_norm: bool = False  # LayerNorm before cross-attention (Wan)
     caption_norm: bool = True  # RMSNorm after the caption projection (SANA-Video)
     timestep_scale: float = 1000.0  # flow-matching t in [0, 1] times this feeds the sinusoidal embedding
+    # add a learned projection of sinusoidal features of each token's absolute (latent) frame index: tokens
+    # then know which frame they are in, which relative RoPE alone gives them only weakly (short clips,
+    # linear attention), and motion that follows a prompt needs it
+    frame_embedding: bool = False
 
 
 @dataclass
@@ -123,6 +127,9 @@ class FlowMatchingConfig:
     # fraction of clips trained image-to-video: their first latent frame stays clean (t = 0) as context
     # and is left out of the loss, so `reel sample image=` can condition on an encoded image
     first_frame_prob: float = 0.0
+    # diffusion forcing (block-causal models only): each causal chunk of a clip gets its own training time,
+    # so the model learns to denoise a chunk next to earlier chunks at any other noise level, clean included
+    chunk_times: bool = False
     preview_prompts: List[str] = field(default_factory=lambda: [
         "a red circle moving left", "a blue square moving up", "a yellow triangle moving right",
         "a green circle moving down"])
@@ -151,6 +158,9 @@ class DistillConfig:
     critic_lr: float = 1e-4  # dmd: AdamW learning rate of the fake-score network
     critic_updates: int = 1  # dmd: fake-score updates per generator update
     regression_steps: int = 0  # dmd: first steps regress the student's S-step output onto the teacher's ODE
+    # dmd with a block-causal teacher: the student rolls clips out chunk by chunk against its own cache, as
+    # `reel sample long=true` does (self-forcing), and the DMD loss scores the whole rolled-out clip
+    self_forcing: bool = False
 
 
 @dataclass

@@ -39,6 +39,9 @@ from reel.parallel.sequence import SequenceSlice, gather_frames
 FREQUENCY_DIM = 256
 
 
+FRAME_PERIOD = 1000.0  # frame embedding: periods up to 1000 latent frames
+
+
 def timestep_frequencies(t: torch.Tensor, dim: int = FREQUENCY_DIM, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal features (..., dim), cosines first."""
     half = dim // 2
@@ -127,6 +130,7 @@ class DiT(nn.Module):
         self.text_proj = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
         self.text_norm = RMSNorm(dim, eps=1e-5) if cfg.caption_norm else nn.Identity()
         self.rope = Rope3D(dim // cfg.num_heads, cfg.rope_axes_dim, cfg.rope_theta)
+        self.frame_embed = nn.Linear(FREQUENCY_DIM, dim) if cfg.frame_embedding else None
         self.blocks = nn.ModuleList(DiTBlock(cfg, kind) for kind in attention_kinds(cfg))
         self.final_norm = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
         self.final_table = nn.Parameter(torch.randn(2, dim) / dim ** 0.5)
@@ -152,15 +156,24 @@ class DiT(nn.Module):
                 block.ffn.reset_temporal()
         nn.init.zeros_(self.final_proj.weight)
         nn.init.zeros_(self.final_proj.bias)
+        if self.frame_embed is not None:  # starts as no embedding at all
+            nn.init.zeros_(self.frame_embed.weight)
+            nn.init.zeros_(self.frame_embed.bias)
 
     @property
     def attention_kinds(self) -> list:
         return [block.kind for block in self.blocks]
 
     def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, text_emb: torch.Tensor,
-                text_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                text_mask: Optional[torch.Tensor] = None, cache: Optional[DiTCache] = None,
+                frame_offset: Optional[int] = None, update_cache: bool = False) -> torch.Tensor:
         """latents (B, C, T, H, W), timesteps (B,) or per latent frame group (B, T / pt), text (B, L, text_dim),
-        text_mask (B, L) bool -> velocity (B, C, T, H, W)."""
+        text_mask (B, L) bool -> velocity (B, C, T, H, W).
+
+        With a `cache` it is forward_chunk, so chunks can also run through a wrapper's __call__ (the DeepSpeed
+        engine's, whose hooks gather ZeRO-3 weights)."""
+        if cache is not None:
+            return self.forward_chunk(latents, timesteps, text_emb, text_mask, cache, frame_offset, update_cache)
         return self._run(latents, timesteps, text_emb, text_mask, frame_offset=0)
 
     def init_cache(self, window_frames: Optional[int] = None, sink_frames: int = 0) -> DiTCache:
@@ -215,19 +228,28 @@ class DiT(nn.Module):
             if frame_times.shape[1] > 1:  # per-frame times: this slice's (padding repeats the last)
                 index = torch.arange(split.start, split.start + frames, device=x.device).clamp(max=split.total - 1)
                 frame_times = frame_times.index_select(1, index)
+        if self.frame_embed is not None:
+            x = x + self.frame_embedding(grid).repeat_interleave(height * width, dim=0).to(x.dtype)
         time_emb = self.time_embed(frame_times)  # (B, G, D)
         time_mod = self.time_modulation(time_emb).unflatten(-1, (6, dim))
         text = self.text_norm(self.text_proj(text_emb))
         block_caches = cache.blocks if cache is not None else repeat(None)
         for block, block_cache in zip(self.blocks, block_caches):
             if self.gradient_checkpointing and torch.is_grad_enabled() and not update_cache:
-                x = checkpoint(block, x, time_mod, text, text_mask, grid, block_cache, use_reentrant=False)
+                # the recomputation in backward must read the cache as it is now, not after later commits
+                snapshot = None if block_cache is None else block_cache.snapshot()
+                x = checkpoint(block, x, time_mod, text, text_mask, grid, snapshot, use_reentrant=False)
             else:
                 x = block(x, time_mod, text, text_mask, grid, block_cache, update_cache)
         shift, scale = (self.final_table + time_emb.unsqueeze(-2)).unbind(dim=-2)
         x = self.final_proj(modulate(self.final_norm(x), shift, scale))
         out = self.unpatchify(x, frames, height, width)
         return out if sp is None else gather_frames(out, split, sp, frame_dim=2, frames_per_slice_frame=pt)
+
+    def frame_embedding(self, grid: TokenGrid) -> torch.Tensor:
+        """(frames, D): the learned embedding of each grid frame's absolute index (max period 1000 frames)."""
+        features = timestep_frequencies(grid.frame_index(), max_period=FRAME_PERIOD)
+        return self.frame_embed(features.to(self.frame_embed.weight.dtype))
 
     def loss_frames(self, latent_frames: int) -> slice:
         """The latent frames whose loss this process computes: all of them, or under sequence
