@@ -115,9 +115,9 @@ def read_extra_info(path: Path) -> dict:
     return json.loads(text) if text else {}
 
 
-def weights_digest(path: Path) -> str:
+def weights_digest(path: Path, weights_file: str = WEIGHTS_FILE) -> str:
     """sha256 over the weight files' bytes, in order."""
     digest = hashlib.sha256()
-    for file in _shard_files(path)[0]:
+    for file in _shard_files(path, weights_file)[0]:
         digest.update(file.read_bytes())
     return digest.hexdigest()

@@ -63,20 +63,20 @@ class Decoder(nn.Module):
         return self.head(x, cache)
 
 
-class VideoAutoencoder(nn.Module):
-    """encode(x) -> normalised latents, decode(z) -> clip; whole clip, chunk by chunk, or tiled."""
+class AutoencoderBase(nn.Module):
+    """What every autoencoder reel loads shares: its factors, shape checks and per-channel latent normalisation.
 
-    def __init__(self, arch: DcAeVArch):
+    chunk_frames: pixel frames per chunk after the lone first frame (the unit of streaming).
+    """
+
+    def __init__(self, spatial_factor: int, temporal_factor: int, latent_channels: int, chunk_frames: int):
         super().__init__()
-        self.arch = arch
-        self.spatial_factor = arch.spatial_factor
-        self.temporal_factor = arch.temporal_factor
-        self.latent_channels = arch.latent_channels
-        self.chunk_frames = arch.chunk_frames
-        self.encoder = Encoder(arch)
-        self.decoder = Decoder(arch)
-        self.register_buffer("latent_mean", torch.zeros(arch.latent_channels))
-        self.register_buffer("latent_std", torch.ones(arch.latent_channels))
+        self.spatial_factor = spatial_factor
+        self.temporal_factor = temporal_factor
+        self.latent_channels = latent_channels
+        self.chunk_frames = chunk_frames
+        self.register_buffer("latent_mean", torch.zeros(latent_channels))
+        self.register_buffer("latent_std", torch.ones(latent_channels))
 
     # --- shapes -------------------------------------------------------------------------------
     def latent_shape(self, num_frames: int, height: int, width: int) -> Tuple[int, int, int, int]:
@@ -96,6 +96,25 @@ class VideoAutoencoder(nn.Module):
     def check_latents(self, z: torch.Tensor) -> None:
         if z.dim() != 5 or z.shape[1] != self.latent_channels:
             raise ReelError(f"latents must be (B, {self.latent_channels}, T, h, w), got shape {tuple(z.shape)}")
+
+    # --- latent statistics --------------------------------------------------------------------
+    def normalise_latents(self, z_raw: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1, 1)
+        return ((z_raw - self.latent_mean.view(shape)) / self.latent_std.view(shape)).to(z_raw.dtype)
+
+    def denormalise_latents(self, z: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1, 1)
+        return (z * self.latent_std.view(shape) + self.latent_mean.view(shape)).to(z.dtype)
+
+
+class VideoAutoencoder(AutoencoderBase):
+    """encode(x) -> normalised latents, decode(z) -> clip; whole clip, chunk by chunk, or tiled."""
+
+    def __init__(self, arch: DcAeVArch):
+        super().__init__(arch.spatial_factor, arch.temporal_factor, arch.latent_channels, arch.chunk_frames)
+        self.arch = arch
+        self.encoder = Encoder(arch)
+        self.decoder = Decoder(arch)
 
     def check_tiling(self, tile_size: Optional[int], tile_overlap: int) -> None:
         if tile_size is None:
@@ -119,14 +138,6 @@ class VideoAutoencoder(nn.Module):
             raise ReelError("latent stats must be finite, with a positive std")
         self.latent_mean.copy_(mean)
         self.latent_std.copy_(std)
-
-    def normalise_latents(self, z_raw: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1, 1, 1, 1)
-        return ((z_raw - self.latent_mean.view(shape)) / self.latent_std.view(shape)).to(z_raw.dtype)
-
-    def denormalise_latents(self, z: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1, 1, 1, 1)
-        return (z * self.latent_std.view(shape) + self.latent_mean.view(shape)).to(z.dtype)
 
     # --- encode / decode ----------------------------------------------------------------------
     def encode_raw(self, x: torch.Tensor, chunked: bool = False, tile_size: Optional[int] = None,

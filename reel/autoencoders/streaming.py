@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from reel.autoencoders.model import VideoAutoencoder
 
 
-class _ChunkStream:
+class ChunkStream:
+    """Frames in along dim 2, the output of every chunk they complete out; `_run` runs one chunk through `net`
+    (the lone first frame, then chunk_frames at a time)."""
+
     def __init__(self, net: Callable, chunk_frames: int, out_channels: int, scale: Fraction,
                  tile_size: Optional[int], tile_overlap: int):
         self.net, self.chunk_frames, self.out_channels, self.scale = net, chunk_frames, out_channels, scale
@@ -80,7 +83,7 @@ class _ChunkStream:
         pass
 
 
-class StreamingEncoder(_ChunkStream):
+class StreamingEncoder(ChunkStream):
     """push(pixel frames (B, 3, t, H, W)) -> normalised latent frames, chunk by chunk."""
 
     def __init__(self, model: "VideoAutoencoder", tile_size: Optional[int] = None, tile_overlap: int = 0,
@@ -104,7 +107,7 @@ class StreamingEncoder(_ChunkStream):
                             f"1 + {self.model.temporal_factor}k frames")
 
 
-class StreamingDecoder(_ChunkStream):
+class StreamingDecoder(ChunkStream):
     """push(latent frames (B, C, t, h, w)) -> pixel frames, one latent chunk at a time.
 
     The first latent frame decodes to the first pixel frame alone; each later latent chunk

@@ -42,6 +42,7 @@ def adopt_teacher(cfg, teacher_cfg) -> None:
     from reel.autoencoders.checkpoint import autoencoder_identity
     from reel.config.schema import AutoencoderConfig, ModelConfig, SampleConfig
     from reel.config.validate import validate_config
+    from reel.sample.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
     from reel.train.distill import default_substeps
 
     distill = cfg.train.distill
@@ -62,9 +63,10 @@ def adopt_teacher(cfg, teacher_cfg) -> None:
         cfg.model = OmegaConf.merge(OmegaConf.structured(ModelConfig), teacher_cfg.model)
         cfg.autoencoder = OmegaConf.merge(OmegaConf.structured(AutoencoderConfig), teacher_cfg.autoencoder)
         if distill.teacher_guidance is None:
-            distill.teacher_guidance = float(teacher_sample.get("guidance", 1.0))
+            guidance = teacher_sample.get("guidance")
+            distill.teacher_guidance = float(DEFAULT_GUIDANCE if guidance is None else guidance)
         if distill.teacher_substeps is None:
-            distill.teacher_substeps = default_substeps(teacher_sample.get("steps", 20), steps)
+            distill.teacher_substeps = default_substeps(teacher_sample.get("steps") or DEFAULT_STEPS, steps)
         cfg.sample = OmegaConf.merge(OmegaConf.structured(SampleConfig), teacher_sample)
         cfg.sample.steps, cfg.sample.guidance, cfg.sample.solver = steps, 1.0, "euler"
         cfg.train.fm.preview_steps, cfg.train.fm.preview_guidance = steps, 1.0
@@ -79,14 +81,15 @@ def distill_objective(cfg, teacher_model, autoencoder, text_encoder):
 
     distill = cfg.train.distill
     teacher = Teacher(teacher_model, text_encoder.encode([""]), distill.teacher_guidance)
-    common = dict(student_steps=distill.student_steps, substeps=distill.teacher_substeps, shift=cfg.sample.shift)
+    common = dict(student_steps=distill.student_steps, substeps=distill.teacher_substeps,
+                  shift=cfg.sample.shift or 1.0)
     if distill.method == "consistency":
         return ConsistencyDistillObjective(teacher, Conditioner(autoencoder, text_encoder), **common)
     data = cfg.data
     return DMDObjective(teacher, text_encoder, autoencoder.latent_shape(data.num_frames, data.height, data.width),
                         critic_lr=distill.critic_lr, critic_updates=distill.critic_updates,
                         regression_steps=distill.regression_steps, grad_clip=cfg.train.grad_clip, seed=cfg.seed,
-                        **common)
+                        self_forcing=distill.self_forcing, **common)
 
 
 def distill_command(cfg, args=None) -> int:
@@ -98,6 +101,10 @@ def distill_command(cfg, args=None) -> int:
     from reel.train.engine import Trainer
 
     teacher_path, teacher_cfg = read_teacher(cfg)
+    if cfg.train.distill.self_forcing and teacher_cfg.model.get("causal_chunk") is None:
+        raise ReelError(f"train.distill.self_forcing=true: the teacher {cfg.train.distill.teacher} is not "
+                        f"block-causal (model.causal_chunk=null); fine-tune it first with reel train dit "
+                        f"train.init_from=TEACHER model.causal_chunk=1 train.fm.chunk_times=true")
     if cfg.train.lora.rank:
         raise ReelError(f"train.lora.rank={cfg.train.lora.rank}: distillation trains the whole student")
     if cfg.train.init_from:
@@ -124,7 +131,8 @@ def distill_command(cfg, args=None) -> int:
         out = save_dit(trainer.ema.module, Path(cfg.train.run_dir) / "dit", cfg, extra_info={
             "steps": state.step, "data": cfg.data.name, "weights": "ema", "autoencoder_identity": ae_identity,
             "distilled_from": str(distill.teacher), "method": distill.method, "student_steps": distill.student_steps,
-            "teacher_guidance": distill.teacher_guidance, "teacher_substeps": distill.teacher_substeps})
+            "teacher_guidance": distill.teacher_guidance, "teacher_substeps": distill.teacher_substeps,
+            "self_forcing": distill.self_forcing})
         print(json.dumps({"run_dir": cfg.train.run_dir, "dit": str(out), "steps": state.step,
                           "method": distill.method, "student_steps": distill.student_steps,
                           "params": format_count(dit_summary(trainer.ema.module)["total"])}))
@@ -142,7 +150,9 @@ COMMAND = Command(
         "method=consistency: the student's velocity at a point of each of its S segments regresses onto the "
         "guided teacher's K Euler steps across it (train.distill.teacher_substeps). method=dmd: DMD2 distribution "
         "matching, data-free (only the text of the batches), a fake-score critic trained alongside "
-        "(train.distill.critic_lr, critic_updates), optional regression warm start (regression_steps).\n"
+        "(train.distill.critic_lr, critic_updates), optional regression warm start (regression_steps); with a "
+        "block-causal teacher, train.distill.self_forcing=true rolls the student out chunk by chunk against its "
+        "cache, as reel sample long=true does.\n"
         "The teacher's guidance (train.distill.teacher_guidance, default its sample.guidance) is distilled: "
         "RUN_DIR/dit samples with sample.steps=S, sample.guidance=1: "
         "reel sample checkpoint=RUN_DIR/dit steps=S guidance=1. Resume with train.resume=latest.")

@@ -66,12 +66,14 @@ def _dit_loader(cfg, ranks, ae_identity: str, text_identity: str):
 
 def initial_model(cfg, latent_channels: int, text_dim: int):
     """A new DiT from cfg.model, or the DiT folder train.init_from (whose model config then replaces
-    cfg.model); with train.lora.rank > 0, adapters on it and only they train."""
+    cfg.model, except a model.causal_chunk set here: the same weights fine-tuned block-causal); with
+    train.lora.rank > 0, adapters on it and only they train."""
     from omegaconf import OmegaConf, open_dict
 
     from reel.models.dit import build_dit
 
     if cfg.train.init_from:
+        from reel.config.validate import validate_config
         from reel.models.dit_checkpoint import load_dit
 
         model, folder = load_dit(cfg.train.init_from)
@@ -79,10 +81,21 @@ def initial_model(cfg, latent_channels: int, text_dim: int):
             if int(folder.dit[key]) != int(ours):
                 raise ReelError(f"train.init_from={cfg.train.init_from}: the DiT has {key}={folder.dit[key]}, the "
                                 f"configured autoencoder/text encoder give {ours} (adapt it with reel train adapt)")
+        causal_chunk = cfg.model.causal_chunk
         with open_dict(cfg):
             cfg.model = OmegaConf.merge(cfg.model, folder.model)
+            if causal_chunk is not None and causal_chunk != cfg.model.causal_chunk:
+                cfg.model.causal_chunk = causal_chunk  # causality changes no weight: rebuild and load them
+        if cfg.model.causal_chunk != folder.model.get("causal_chunk"):
+            validate_config(cfg)  # the chunk against the folder's patch size and sparse tiles
+            rebuilt = build_dit(cfg.model, latent_channels, text_dim)
+            rebuilt.load_state_dict(model.state_dict())
+            model = rebuilt
     else:
         model = build_dit(cfg.model, latent_channels, text_dim)
+    if cfg.train.fm.chunk_times and model.causal_chunk is None:
+        raise ReelError(f"train.fm.chunk_times=true: the DiT of train.init_from={cfg.train.init_from} is not "
+                        f"block-causal; set model.causal_chunk")
     lora = cfg.train.lora
     if lora.rank:
         from reel.models.lora import add_lora

@@ -176,6 +176,8 @@ def _validate_train(cfg: DictConfig) -> None:
     _positive("train.fm.logit_std", fm.logit_std)
     _positive("train.fm.shift", fm.shift)
     _positive("train.fm.preview_steps", fm.preview_steps)
+    if fm.chunk_times and cfg.model.causal_chunk is None and not train.init_from:  # init_from: its model decides
+        _fail("train.fm.chunk_times", "true", "needs a block-causal model: set model.causal_chunk")
     _validate_distill(train.distill)
 
 
@@ -193,6 +195,8 @@ def _validate_distill(distill: DictConfig) -> None:
         _fail("train.distill.critic_updates", distill.critic_updates, "must be at least 1")
     if distill.regression_steps < 0:
         _fail("train.distill.regression_steps", distill.regression_steps, "must be 0 or more")
+    if distill.self_forcing and distill.method != "dmd":
+        _fail("train.distill.self_forcing", "true", "is a method=dmd option")
 
 
 def _validate_sample(cfg: DictConfig) -> None:

@@ -5,6 +5,7 @@ latents to commit it (`update_cache=True`), which is when these containers grow.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -85,6 +86,11 @@ AttentionCache = Union[LinearStateCache, KVCache]
 class BlockCache:
     attn: AttentionCache
     ffn: FrameHistory = field(default_factory=FrameHistory)
+
+    def snapshot(self) -> "BlockCache":
+        """The cache as it is now, for a read-only pass recomputed later (gradient checkpointing): commits
+        replace the containers' tensors rather than change them in place, so shallow copies stay as they were."""
+        return BlockCache(copy.copy(self.attn), copy.copy(self.ffn))
 
 
 @dataclass

@@ -128,6 +128,10 @@ class TextToVideoPipeline:
         # the training run's embedding cache is a path on the machine that trained it
         text_cfg = OmegaConf.merge(cfg.text_encoder, {"cache_dir": None})
         text_encoder = build_text_encoder(text_cfg, device)
+        if text_encoder.dim != int(cfg.dit.text_dim):
+            raise ReelError(f"checkpoint {path}: the DiT takes {cfg.dit.text_dim}-d text embeddings, the text encoder "
+                            f"{text_cfg.path or text_cfg.name} gives {text_encoder.dim}-d (set text_encoder.path to "
+                            f"the encoder it was trained with)")
         return cls(model, autoencoder, text_encoder, cfg, path, device)
 
     def split_sequence(self, groups) -> "TextToVideoPipeline":

@@ -22,6 +22,11 @@ two-time-scale critic updates, multi-step generators trained by backward simulat
 - optional warm start (`regression_steps`): the first steps regress the generator's S-step output
   onto the teacher's guided ODE result from the same noise (DMD's regression loss, with the pairs
   computed on the fly instead of a precomputed set).
+- self-forcing (`self_forcing`, a block-causal teacher; Huang et al., "Self Forcing: Bridging the
+  Train-Test Gap in Autoregressive Video Diffusion", 2025): the generator rolls the clip out chunk
+  by chunk against its own cache, as `reel sample long=true` does, each chunk stopping at its own
+  random step; the DMD loss, the teacher and the critic see the whole rolled-out clip (their causal
+  attention keeps each chunk to the chunks before it).
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from reel.sample.few_step import few_step_rollout
+from reel.sample.few_step import causal_few_step_rollout, few_step_rollout
 from reel.sample.timesteps import sampling_times
 from reel.train.distill import Teacher, text_of, tokens_of, x0_prediction
 from reel.train.flow_matching import interpolate
@@ -46,7 +51,8 @@ class DMDObjective:
 
     def __init__(self, teacher: Teacher, text_encoder: Any, latent_shape: tuple, student_steps: int,
                  substeps: int, shift: float = 1.0, critic_lr: float = 1e-4, critic_updates: int = 1,
-                 regression_steps: int = 0, grad_clip: float = 1.0, seed: int = 0, dp_group: Optional[Any] = None):
+                 regression_steps: int = 0, grad_clip: float = 1.0, seed: int = 0, dp_group: Optional[Any] = None,
+                 self_forcing: bool = False):
         self.teacher, self.text_encoder = teacher, text_encoder
         self.latent_shape = tuple(int(s) for s in latent_shape)
         self.student_steps, self.substeps = int(student_steps), int(substeps)
@@ -55,6 +61,12 @@ class DMDObjective:
         self.grad_clip, self.seed, self.dp_group = float(grad_clip), int(seed), dp_group
         self.critic = copy.deepcopy(teacher.model).float().train().requires_grad_(False)
         self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=critic_lr, weight_decay=0.0)
+        self.chunks = None  # causal chunks of a self-forcing rollout (None: whole-clip rollouts)
+        if self_forcing:
+            chunk = getattr(getattr(teacher.model, "config", None), "causal_chunk", None)
+            if chunk is None:
+                raise ValueError("self-forcing needs a block-causal teacher (model.causal_chunk)")
+            self.chunks = -(-self.latent_shape[1] // int(chunk))
 
     def to(self, device: torch.device) -> "DMDObjective":
         self.teacher.to(device)
@@ -64,15 +76,19 @@ class DMDObjective:
         return self
 
     # ---- the generator's samples ------------------------------------------------------------
-    def stop_steps(self, step: int, count: int) -> list[int]:
-        """Where each rollout of this training step stops: random, but a function of the step, so every
-        rank runs the generator equally often (ZeRO-3 gathers weights in each forward) and a resumed
-        run draws the same."""
+    def stop_steps(self, step: int, count: int) -> list:
+        """Where each rollout of this training step stops (self-forcing: a list, one step per chunk): random,
+        but a function of the step, so every rank runs the generator equally often (ZeRO-3 gathers weights
+        in each forward) and a resumed run draws the same."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(step))
-        return torch.randint(0, self.student_steps, (count,), generator=generator).tolist()
+        shape = (count,) if self.chunks is None else (count, self.chunks)
+        return torch.randint(0, self.student_steps, shape, generator=generator).tolist()
 
-    def generate(self, model, noise: torch.Tensor, emb: torch.Tensor, mask: torch.Tensor, stop: int) -> torch.Tensor:
-        """x0 of the generator from the point its own Euler rollout reaches at grid step `stop`."""
+    def generate(self, model, noise: torch.Tensor, emb: torch.Tensor, mask: torch.Tensor, stop) -> torch.Tensor:
+        """x0 of the generator from the point its own Euler rollout reaches at grid step `stop` (self-forcing:
+        chunk k's rollout against the cache stops at stop[k])."""
+        if self.chunks is not None:
+            return causal_few_step_rollout(model, noise, emb, mask, self.times, grad_last_only=True, stop_steps=stop)
         times = torch.cat([self.times[:stop + 1], self.times.new_zeros(1)])
         return few_step_rollout(model, noise, emb, mask, times, grad_last_only=True)
 
@@ -97,7 +113,10 @@ class DMDObjective:
         """MSE between the generator's whole S-step rollout and the teacher's guided ODE from the same noise."""
         noise = self.noise(emb.shape[0], emb.device)
         target = self.teacher.ode(noise, self.times, self.substeps, emb, mask)
-        x0 = few_step_rollout(model, noise, emb, mask, self.times, grad_last_only=False)
+        if self.chunks is None:
+            x0 = few_step_rollout(model, noise, emb, mask, self.times, grad_last_only=False)
+        else:  # the student's own cached chunk-by-chunk rollout, gradients through every step of each chunk
+            x0 = causal_few_step_rollout(model, noise, emb, mask, self.times, grad_last_only=False)
         loss = F.mse_loss(x0.float(), target.float())
         return loss, {"samples": emb.shape[0], "tokens": tokens_of(model, x0), "regression": loss.detach()}
 

@@ -85,14 +85,15 @@ class FlowMatchingObjective:
     def __call__(self, model, batch: dict, step: int):
         x0, text = self.conditioner(batch)
         emb, mask = self.drop_captions(text)
-        t = sample_training_times(x0.shape[0], self.cfg.logit_mean, self.cfg.logit_std, self.cfg.shift, x0.device)
+        t = self.training_times(model, x0)
         noise = torch.randn_like(x0)
         clean_first = self.image_conditioned(x0.shape[0], x0.device)
-        if clean_first is None:
-            model_t, keep = t, None
-            x_t = interpolate(x0, noise, t)
-        else:
+        model_t, keep = t, None
+        if clean_first is not None:
             model_t, keep = first_frame_times(t, clean_first, x0.shape[2], self.patch_size[0])
+        if model_t.dim() == 1:
+            x_t = interpolate(x0, noise, model_t)
+        else:
             frame_t = model_t.repeat_interleave(self.patch_size[0], dim=1)[:, None, :, None, None].to(x0.dtype)
             x_t = (1.0 - frame_t) * x0 + frame_t * noise
         prediction = model(x_t, model_t, emb, mask)
@@ -111,6 +112,22 @@ class FlowMatchingObjective:
         tokens = x0.shape[0] * math.prod(x0.shape[2:]) // self.patch_volume
         return loss, {"samples": x0.shape[0], "tokens": tokens, "t_mean": t.mean()}
 
+    def training_times(self, model, x0: torch.Tensor) -> torch.Tensor:
+        """(B,) times, or with train.fm.chunk_times per-frame-group times (B, G) drawn independently for each
+        causal chunk of each clip and constant within it (diffusion forcing; Chen et al., "Diffusion Forcing:
+        Next-token Prediction Meets Full-Sequence Diffusion", 2024): a block-causal model learns to denoise a
+        chunk whatever the noise of the chunks before it, the clean context of chunk-by-chunk sampling included."""
+        cfg, batch = self.cfg, x0.shape[0]
+        if not getattr(cfg, "chunk_times", False):
+            return sample_training_times(batch, cfg.logit_mean, cfg.logit_std, cfg.shift, x0.device)
+        chunk = getattr(getattr(model, "module", model), "causal_chunk", None)  # frame groups per chunk
+        if chunk is None:
+            raise ValueError("train.fm.chunk_times needs a block-causal model (model.causal_chunk)")
+        groups = x0.shape[2] // self.patch_size[0]
+        chunks = -(-groups // chunk)
+        t = sample_training_times(batch * chunks, cfg.logit_mean, cfg.logit_std, cfg.shift, x0.device)
+        return t.view(batch, chunks).repeat_interleave(chunk, dim=1)[:, :groups]
+
     def image_conditioned(self, batch: int, device: torch.device) -> Optional[torch.Tensor]:
         """(batch,) bool: the clips trained image-to-video this step (None when train.fm.first_frame_prob is 0,
         so the random stream is that of plain text-to-video training)."""
@@ -122,11 +139,11 @@ class FlowMatchingObjective:
 
 def first_frame_times(t: torch.Tensor, clean_first: torch.Tensor, latent_frames: int,
                       temporal_patch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-frame-group times (B, G) with the first group at t = 0 where `clean_first`, and the per-latent-frame
-    loss weights (B, T): 0 on those clean frames."""
+    """Per-frame-group times (B, G) from t (B,) or (B, G), with the first group at t = 0 where `clean_first`,
+    and the per-latent-frame loss weights (B, T): 0 on those clean frames."""
     groups = latent_frames // temporal_patch
-    frame_t = t[:, None].expand(-1, groups).clone()
-    frame_t[:, 0] = torch.where(clean_first, torch.zeros_like(t), t)
+    frame_t = (t[:, None].expand(-1, groups) if t.dim() == 1 else t).clone()
+    frame_t[:, 0] = torch.where(clean_first, torch.zeros_like(frame_t[:, 0]), frame_t[:, 0])
     keep = torch.ones(t.shape[0], latent_frames, device=t.device)
     keep[:, :temporal_patch] = (~clean_first).float()[:, None]
     return frame_t, keep

@@ -145,3 +145,60 @@ def test_image_conditioned_clips_keep_their_first_frame_clean_and_out_of_the_los
     assert loss.item() < 1e-8  # frame 0 is not scored
     text_to_video = FlowMatchingObjective(FlowMatchingConfig(caption_dropout=0.0), Conditioner(None, None), null)
     assert text_to_video(model, _latent_batch(x0), step=1)[0].item() > 1e3
+
+
+class ChunkedOracle:
+    """A block-causal stand-in (`causal_chunk` frame groups a chunk) that knows x0: exact per frame, from each
+    frame's own time, so the loss is zero only if x_t was built frame by frame with the times it was given."""
+
+    def __init__(self, x0: torch.Tensor, causal_chunk: int):
+        self.x0, self.causal_chunk, self.seen = x0, causal_chunk, {}
+
+    def __call__(self, x_t, t, emb, mask):
+        self.seen["x_t"], self.seen["t"] = x_t, t
+        frame_t = t[:, None, :, None, None]
+        v = (x_t - self.x0) / frame_t.clamp_min(1e-12)
+        return torch.where(frame_t > 0, v, torch.full_like(v, 1e3))
+
+
+def test_chunk_times_give_each_causal_chunk_its_own_time():
+    torch.manual_seed(0)
+    x0 = torch.randn(4, 3, 5, 2, 2)  # 5 latent frames: chunks of 2, 2 and 1
+    null = TextEmbeddings(torch.zeros(1, 6, 8), torch.zeros(1, 6, dtype=torch.bool), torch.zeros(1, 8))
+    objective = FlowMatchingObjective(FlowMatchingConfig(caption_dropout=0.0, chunk_times=True),
+                                      Conditioner(None, None), null)
+    oracle = ChunkedOracle(x0, causal_chunk=2)
+    loss, _ = objective(oracle, _latent_batch(x0), step=1)
+    t = oracle.seen["t"]
+    assert t.shape == (4, 5) and torch.equal(t[:, 0], t[:, 1]) and torch.equal(t[:, 2], t[:, 3])
+    assert bool((t[:, 0] != t[:, 2]).all() and (t[:, 2] != t[:, 4]).all())  # independent across chunks
+    assert loss.item() < 1e-8  # x_t = (1 - t) x0 + t noise with every frame's own t
+
+    # with the first frame clean (image-to-video): it overrides group 0 only; the rest of chunk 0 keeps its time
+    objective.cfg.first_frame_prob = 1.0
+    loss, _ = objective(oracle, _latent_batch(x0), step=1)
+    t = oracle.seen["t"]
+    assert bool((t[:, 0] == 0).all() and (t[:, 1] > 0).all()) and torch.equal(t[:, 2], t[:, 3])
+    assert torch.equal(oracle.seen["x_t"][:, :, 0], x0[:, :, 0]) and loss.item() < 1e-8  # frame 0 not scored
+
+    # the logit-normal distribution, drawn independently per chunk
+    big = torch.randn(4000, 1, 4, 1, 1)
+    objective = FlowMatchingObjective(FlowMatchingConfig(caption_dropout=0.0, chunk_times=True),
+                                      Conditioner(None, None), null)
+    oracle = ChunkedOracle(big, causal_chunk=2)
+    objective(oracle, {"latents": big, "text_emb": torch.randn(4000, 6, 8), "text_mask": torch.ones(4000, 6).bool()}, 1)
+    chunk0, chunk1 = oracle.seen["t"][:, 0], oracle.seen["t"][:, 2]
+    assert abs(chunk0.median().item() - 0.5) < 0.03 and abs(chunk1.median().item() - 0.5) < 0.03
+    assert abs(torch.corrcoef(torch.stack([chunk0, chunk1]))[0, 1].item()) < 0.05
+    with pytest.raises(ValueError, match="block-causal"):  # a model that attends over the whole clip
+        objective(lambda x_t, t, e, m: x_t, _latent_batch(x0), step=1)
+
+
+def test_chunk_times_need_a_block_causal_model_config():
+    from reel.config.compose import load_config
+    from reel.errors import ReelError
+
+    with pytest.raises(ReelError, match="train.fm.chunk_times=true: needs a block-causal model"):
+        load_config(["train.fm.chunk_times=true"])
+    cfg, _ = load_config(["train.fm.chunk_times=true", "model.causal_chunk=1"])
+    assert cfg.train.fm.chunk_times
