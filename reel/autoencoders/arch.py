@@ -106,6 +106,9 @@ def resolve_arch(cfg_autoencoder: Any) -> DcAeVArch:
     """The checked architecture of an autoencoder config node (DictConfig, dataclass or dict)."""
     cfg = plain_config(cfg_autoencoder)
     kind = cfg.get("kind", KIND)
+    if kind == "diffusers":
+        _fail("kind", kind, "a diffusers autoencoder is loaded from its folder (autoencoder.checkpoint), never built "
+                            "from a config or trained here")
     if kind != KIND:
         _fail("kind", kind, f"unknown autoencoder kind (known: {KIND})")
     latent = cfg.get("latent_channels")

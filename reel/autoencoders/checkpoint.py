@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from reel.assets import resolve_checkpoint_path
 from reel.atomic import atomic_folder
 from reel.autoencoders.arch import KIND, autoencoder_config_dict, plain_config, resolve_arch
-from reel.autoencoders.model import VideoAutoencoder
+from reel.autoencoders.model import AutoencoderBase, VideoAutoencoder
 from reel.checkpoint_folder import (CONFIG_FILE, EXTRA_INFO_KEY, load_weights, require_folder, save_weights,
                                     weight_shapes, weights_digest, weights_path)
 from reel.checkpoint_folder import read_extra_info as read_folder_extra_info
@@ -77,10 +77,24 @@ def read_extra_info(path: Union[str, Path]) -> dict:
     return read_folder_extra_info(resolve_checkpoint_path(path))
 
 
+def _diffusers_backend(path: Path):
+    """reel.autoencoders.diffusers_backend when `path` is a diffusers folder (imported only then: it needs
+    diffusers), else None."""
+    if (path / "model_index.json").is_file() and (path / "vae" / "config.json").is_file():
+        raise ReelError(f"{path}: a diffusers pipeline folder; give its autoencoder, {path / 'vae'}")
+    from reel.autoencoders import diffusers_backend
+
+    return diffusers_backend if diffusers_backend.is_diffusers_folder(path) else None
+
+
 def load_autoencoder(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
-                     dtype: torch.dtype = torch.float32) -> VideoAutoencoder:
-    """Rebuild the autoencoder of a checkpoint folder from its config.yaml and load its weights, in eval mode."""
+                     dtype: torch.dtype = torch.float32) -> AutoencoderBase:
+    """The autoencoder of a checkpoint folder in eval mode: a reel folder rebuilt from its config.yaml, or a
+    diffusers folder (config.json naming AutoencoderKLWan or AutoencoderDC) wrapped behind the same interface."""
     path = resolve_checkpoint_path(path)
+    backend = _diffusers_backend(path)
+    if backend is not None:
+        return backend.load_diffusers_autoencoder(path, device, dtype)
     cfg = read_autoencoder_config(path)
     weights = weights_path(path)
     with torch.device("meta"):
@@ -101,7 +115,7 @@ def load_autoencoder(path: Union[str, Path], device: Union[str, torch.device] = 
 
 
 def autoencoder_from_config(cfg_autoencoder: Any, device: Union[str, torch.device] = "cpu",
-                            dtype: torch.dtype = torch.float32) -> VideoAutoencoder:
+                            dtype: torch.dtype = torch.float32) -> AutoencoderBase:
     """The checkpoint at `autoencoder.checkpoint` when set (its factors must match the config), else a new model."""
     cfg = plain_config(cfg_autoencoder)
     if not cfg.get("checkpoint"):
@@ -115,7 +129,11 @@ def autoencoder_from_config(cfg_autoencoder: Any, device: Union[str, torch.devic
 
 
 def autoencoder_identity(path: Union[str, Path]) -> str:
-    """The config name and a hash of the weights: latents are only comparable under one identity."""
+    """The config name (a diffusers folder's class) and a hash of the weights (and its normalisation): latents are
+    only comparable under one identity."""
     path = resolve_checkpoint_path(path)
+    backend = _diffusers_backend(path)
+    if backend is not None:
+        return backend.diffusers_identity(path)
     digest = weights_digest(path)
     return f"{read_autoencoder_config(path).name}-{digest[:16]}"

@@ -64,7 +64,7 @@ def load_diffusers_autoencoder(path: Path, device: Any = "cpu", dtype: torch.dty
 
     name = config["_class_name"]
     try:
-        vae = getattr(diffusers, name).from_pretrained(str(path), use_safetensors=True)
+        vae = getattr(diffusers, name).from_pretrained(str(path), use_safetensors=True, low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ReelError(f"{path}: diffusers cannot load it as {name} ({first})") from None
@@ -219,7 +219,8 @@ class DiffusersAutoencoder(AutoencoderBase):
         return {"kind": f"diffusers:{type(self.vae).__name__}", "params": count_parameters(self.vae),
                 "spatial_factor": f, "temporal_factor": tf, "latent_channels": c, "chunk_frames": self.chunk_frames,
                 "compression_ratio": f * f * tf * 3 / c,
-                "latent_mean": self.latent_mean.tolist(), "latent_std": self.latent_std.tolist()}
+                "latent_mean": [round(v, 6) for v in self.latent_mean.tolist()],
+                "latent_std": [round(v, 6) for v in self.latent_std.tolist()]}
 
 
 class WanAutoencoder(DiffusersAutoencoder):
@@ -227,14 +228,20 @@ class WanAutoencoder(DiffusersAutoencoder):
 
     def __init__(self, vae: nn.Module, folder: Path):
         config = vae.config
-        temporal_factor = 2 ** sum(bool(down) for down in config.temperal_downsample)
+        downs = list(config.temperal_downsample)[:len(config.dim_mult) - 1]  # a flag per spatial down block
+        temporal_factor = 2 ** sum(bool(down) for down in downs)
         if temporal_factor != 4:  # diffusers' Wan encode cuts time into the first frame and chunks of 4
             raise ReelError(f"{Path(folder) / CONFIG_FILE}: temperal_downsample={list(config.temperal_downsample)} "
                             f"compresses time {temporal_factor}x; reel loads Wan autoencoders with 4x")
-        self.patch = config.patch_size or 1
-        spatial_factor = 2 ** (len(config.dim_mult) - 1) * self.patch
-        super().__init__(vae, folder, spatial_factor, temporal_factor, config.z_dim, temporal_factor,
-                         config.latents_mean, config.latents_std)
+        patch = config.patch_size or 1  # Wan 2.2 folds 2x2 pixels into channels before its 8x encoder
+        super().__init__(vae, folder, 2 ** (len(config.dim_mult) - 1) * patch, temporal_factor, config.z_dim,
+                         temporal_factor, config.latents_mean, config.latents_std)
+        self.patch = patch
+        from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+        # a cache slot per causal conv, as diffusers' clear_cache makes them
+        self.cache_slots = {part: sum(isinstance(m, WanCausalConv3d) for m in getattr(vae, part).modules())
+                            for part in ("encoder", "decoder")}
 
     def encode_whole(self, x: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(x).latent_dist.mode()
@@ -243,17 +250,16 @@ class WanAutoencoder(DiffusersAutoencoder):
         return self.vae.decode(z_raw).sample
 
     def new_encoder_cache(self) -> list:
-        return [None] * self.vae._cached_conv_counts["encoder"]
+        return [None] * self.cache_slots["encoder"]
 
     def new_decoder_cache(self) -> list:
-        return [None] * self.vae._cached_conv_counts["decoder"]
+        return [None] * self.cache_slots["decoder"]
 
     def encode_chunk(self, x: torch.Tensor, cache: list, first: bool) -> torch.Tensor:
         from diffusers.models.autoencoders.autoencoder_kl_wan import patchify
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-        if self.vae.config.patch_size is not None:
-            x = patchify(x, patch_size=self.patch)
+        x = patchify(x, patch_size=self.patch)
         moments = self.vae.quant_conv(self.vae.encoder(x, feat_cache=cache, feat_idx=[0]))
         return DiagonalGaussianDistribution(moments).mode()
 
@@ -261,9 +267,7 @@ class WanAutoencoder(DiffusersAutoencoder):
         from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
 
         out = self.vae.decoder(self.vae.post_quant_conv(z_raw), feat_cache=cache, feat_idx=[0], first_chunk=first)
-        if self.vae.config.patch_size is not None:
-            out = unpatchify(out, patch_size=self.patch)
-        return out.clamp(-1.0, 1.0)  # as diffusers' decode
+        return unpatchify(out, patch_size=self.patch).clamp(-1.0, 1.0)  # as diffusers' decode
 
 
 class DcAutoencoder(DiffusersAutoencoder):

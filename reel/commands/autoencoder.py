@@ -91,9 +91,13 @@ class StatsArgs:
 
 @torch.no_grad()
 def autoencoder_stats_command(cfg, args: StatsArgs) -> int:
-    from reel.autoencoders import load_autoencoder, read_autoencoder_config, read_extra_info, save_autoencoder
+    from reel.autoencoders import (VideoAutoencoder, load_autoencoder, read_autoencoder_config, read_extra_info,
+                                   save_autoencoder)
 
     model = load_autoencoder(args.checkpoint)
+    if not isinstance(model, VideoAutoencoder):
+        raise ReelError(f"checkpoint={args.checkpoint}: a diffusers autoencoder keeps its latent normalisation in "
+                        f"its config.json; reel autoencoder stats calibrates reel autoencoder folders")
     total = total_sq = None
     count = 0
     items = list(_eval_items(cfg, args.num_clips))

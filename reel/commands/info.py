@@ -28,6 +28,13 @@ def _autoencoder_info(path: Path) -> dict:
             "training": read_extra_info(path)}
 
 
+def _diffusers_autoencoder_info(path: Path) -> dict:
+    from reel.autoencoders import load_autoencoder
+    from reel.autoencoders.checkpoint import autoencoder_identity
+
+    return {"checkpoint": str(path), **load_autoencoder(path).summary(), "identity": autoencoder_identity(path)}
+
+
 def _dit_info(path: Path) -> dict:
     from reel.models.dit import dit_summary
     from reel.models.dit_checkpoint import load_dit, read_dit_extra_info
@@ -92,10 +99,13 @@ def info_command(cfg, args: InfoArgs) -> int:
     path = resolve_checkpoint_path(args.checkpoint)
     if not path.exists():
         raise ReelError(f"checkpoint={path}: no such file or folder")
+    from reel.autoencoders.diffusers_backend import is_diffusers_folder
     from reel.checkpoint_folder import weights_path
 
     is_folder = weights_path(path).is_file() and (path / "config.yaml").is_file()
-    if is_folder and "dit" in OmegaConf.load(path / "config.yaml"):
+    if is_diffusers_folder(path):
+        print(json.dumps(_diffusers_autoencoder_info(path), indent=2))
+    elif is_folder and "dit" in OmegaConf.load(path / "config.yaml"):
         print(json.dumps(_dit_info(path), indent=2))
     elif is_folder and not (path / "MANIFEST.json").exists():
         print(json.dumps(_autoencoder_info(path), indent=2))

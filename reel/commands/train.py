@@ -60,7 +60,7 @@ def autoencoder_preview(cfg, count: int):
 
 
 def train_autoencoder_command(cfg, args: TrainAutoencoderArgs) -> int:
-    from reel.autoencoders import autoencoder_from_config, build_autoencoder, save_autoencoder
+    from reel.autoencoders import VideoAutoencoder, autoencoder_from_config, build_autoencoder, save_autoencoder
     from reel.autoencoders.model import count_parameters
     from reel.distributed import init_distributed
     from reel.train.autoencoder_objective import AutoencoderObjective
@@ -69,6 +69,9 @@ def train_autoencoder_command(cfg, args: TrainAutoencoderArgs) -> int:
     torch.manual_seed(cfg.seed)
     ranks = init_distributed(cfg.distributed.sp_size, cfg.distributed.backend)
     model = autoencoder_from_config(cfg.autoencoder).train()  # warm start when autoencoder.checkpoint is set
+    if not isinstance(model, VideoAutoencoder):
+        raise ReelError(f"autoencoder.checkpoint={cfg.autoencoder.checkpoint}: a diffusers autoencoder; reel train ae "
+                        f"trains reel's DC-AE-V (leave autoencoder.checkpoint unset or give a reel folder)")
     objective = AutoencoderObjective(cfg.train.ae)
     trainer = Trainer(cfg, model, objective, training_loader(cfg, ranks),
                       preview=autoencoder_preview(cfg, args.preview_clips))
