@@ -1,0 +1,58 @@
+"""Few-step students against their teacher: oracle accuracy and seconds per clip on the shapes world.
+
+The teacher samples with 50 Euler steps and its own guidance; each student with its own stored settings
+(S steps, guidance 1). Every run samples the colour x shape x direction prompts (tools/world_prompts.py)
+through `reel sample` and is scored by `reel eval world`.
+Usage: python tools/bench/distill.py --teacher DIR --student LABEL=DIR [--student ...] [--prompts 72]
+    [--out benchmarks/distill.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sampling import ROOT, prompts_file, run  # noqa: E402
+
+
+def score(checkpoint: str, prompts: Path, out_dir: Path, *extra: str) -> dict:
+    sampled = json.loads(run("sample", f"checkpoint={checkpoint}", f"prompts={prompts}", f"out_dir={out_dir}",
+                             *extra, "logging.progress=false"))
+    accuracy = json.loads(run("eval", "world", f"manifest={out_dir}"))["accuracy"]
+    manifest = json.loads((out_dir / "manifest.jsonl").read_text().splitlines()[0])
+    return {"checkpoint": checkpoint, "steps": manifest["steps"], "guidance": manifest["guidance"], **accuracy,
+            "seconds_per_clip": sampled["seconds_per_video"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", default="bundled:demo_dit")
+    parser.add_argument("--teacher-steps", type=int, default=50)
+    parser.add_argument("--student", action="append", default=[], help="LABEL=DIR")
+    parser.add_argument("--prompts", type=int, default=72)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "distill.json"))
+    args = parser.parse_args()
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        prompts = prompts_file(Path(tmp) / "prompts.jsonl", args.prompts, 1)
+        rows["teacher"] = score(args.teacher, prompts, Path(tmp) / "teacher", f"steps={args.teacher_steps}",
+                                "solver=euler")
+        print(json.dumps(rows["teacher"]), flush=True)
+        for item in args.student:
+            label, path = item.split("=", 1)
+            rows[label] = score(path, prompts, Path(tmp) / label)
+            rows[label]["speedup"] = round(rows["teacher"]["seconds_per_clip"] / rows[label]["seconds_per_clip"], 2)
+            rows[label]["joint_minus_teacher"] = round(rows[label]["joint"] - rows["teacher"]["joint"], 4)
+            print(json.dumps(rows[label]), flush=True)
+    result = {"prompts": args.prompts, "runs": rows,
+              "target": "4-step student >= 10x faster than the teacher, joint accuracy within 5 points",
+              "command": "python tools/bench/distill.py " + " ".join(sys.argv[1:])}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
