@@ -20,6 +20,8 @@ class ConvertArgs:
     src: Optional[str] = None  # with from=: the diffusers model folder (config.json + safetensors)
     checkpoint: Optional[str] = None  # with to=: the reel DiT folder
     out: Optional[str] = None
+    vae: Optional[str] = None  # with from=: the diffusers autoencoder folder its latents come from (recorded)
+    text_encoder_path: Optional[str] = None  # with from=: the local text encoder folder its captions need
 
 
 def _check_format(key: str, value: str) -> None:
@@ -48,7 +50,8 @@ def convert_command(cfg, args: ConvertArgs) -> int:
     if Path(source).resolve() == Path(args.out).resolve():
         raise ReelError(f"out={args.out}: must differ from the folder converted")
     if args.source_format is not None:
-        out = convert_from_diffusers(args.kind, args.src, args.out)
+        out = convert_from_diffusers(args.kind, args.src, args.out, vae=args.vae,
+                                     text_encoder=args.text_encoder_path)
         summary = {"out": str(out), "from": args.source_format, "kind": args.kind, "src": args.src}
     else:
         out = convert_to_diffusers(args.checkpoint, args.out)
@@ -65,6 +68,9 @@ COMMANDS = [
                 "  reel convert from=diffusers kind=sana_video src=SanaVideo/transformer out=dits/sana-video\n"
                 "  reel convert from=diffusers kind=wan src=Wan2.1-T2V-1.3B/transformer out=dits/wan\n"
                 "  reel convert to=diffusers checkpoint=dits/wan out=wan-transformer\n"
+                "With from=, vae=DIR (a diffusers AutoencoderKLWan folder) and text_encoder_path=DIR (a local "
+                "transformers encoder: Gemma-2 for SANA-Video, umT5 for Wan) are checked against the transformer "
+                "(latent channels, embedding width) and recorded in its config.yaml, so reel sample can use it.\n"
                 "from=diffusers reads a SanaVideoTransformer3DModel (kind=sana_video) or WanTransformer3DModel "
                 "(kind=wan) folder, one safetensors file or shards with an index, and writes a DiT folder whose "
                 "output at time t equals the diffusers model's at timestep 1000 t. Every tensor must find its "

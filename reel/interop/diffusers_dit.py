@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from omegaconf import OmegaConf
@@ -293,7 +293,7 @@ def reel_config(kind: str, model: ModelConfig, latent_channels: int, text_dim: i
     cfg.model = OmegaConf.structured(model)
     name, spatial_factor = LATENT_SPACES.get(latent_channels, LATENT_SPACES[16])
     cfg.autoencoder = OmegaConf.structured(AutoencoderConfig(
-        name=name, kind="external", checkpoint=None, spatial_factor=spatial_factor, temporal_factor=4,
+        name=name, kind="diffusers", checkpoint=None, spatial_factor=spatial_factor, temporal_factor=4,
         latent_channels=latent_channels))
     encoder, max_length = TEXT_ENCODERS[kind]
     cfg.text_encoder = OmegaConf.structured(TextEncoderConfig(name=encoder, path=None, max_length=max_length,
@@ -367,9 +367,13 @@ def _single_dtype(tensors: Dict[str, torch.Tensor]) -> torch.dtype:
     return dtypes.pop() if len(dtypes) == 1 else torch.float32
 
 
-def convert_from_diffusers(kind: str, src_dir: Union[str, Path], out_dir: Union[str, Path]) -> Path:
+def convert_from_diffusers(kind: str, src_dir: Union[str, Path], out_dir: Union[str, Path],
+                           vae: Optional[Union[str, Path]] = None,
+                           text_encoder: Optional[Union[str, Path]] = None) -> Path:
     """A diffusers SanaVideoTransformer3DModel (`sana_video`) or WanTransformer3DModel (`wan`) folder -> a reel
-    DiT folder (model.safetensors + config.yaml) that `load_dit` reads. Weights keep their dtype."""
+    DiT folder (model.safetensors + config.yaml) that `load_dit` reads. Weights keep their dtype. `vae` (a
+    diffusers autoencoder folder) and `text_encoder` (a local transformers encoder folder) are recorded in its
+    config.yaml after their latent channels and embedding width are checked, so `reel sample` can use it."""
     if kind not in CLASSES:
         raise ReelError(f"kind={kind}: must be one of {', '.join(CLASSES)}")
     src = Path(src_dir)
@@ -385,8 +389,36 @@ def convert_from_diffusers(kind: str, src_dir: Union[str, Path], out_dir: Union[
     model.load_state_dict(state, assign=True)
     extra = {"converted_from": "diffusers", "diffusers_class": CLASSES[kind], "source": str(src),
              "diffusers_config": config}
-    return save_dit(model, out_dir, reel_config(kind, model_cfg, latent_channels, text_dim),
-                    dtype=_single_dtype(tensors), extra_info=extra)
+    cfg = reel_config(kind, model_cfg, latent_channels, text_dim)
+    if vae is not None:
+        attach_autoencoder(cfg, vae, latent_channels)
+    if text_encoder is not None:
+        attach_text_encoder(cfg, text_encoder, text_dim)
+    return save_dit(model, out_dir, cfg, dtype=_single_dtype(tensors), extra_info=extra)
+
+
+def attach_autoencoder(cfg, path: Union[str, Path], latent_channels: int) -> None:
+    """Point cfg.autoencoder at the autoencoder folder `path`, whose latents must have the DiT's channels."""
+    from reel.autoencoders import load_autoencoder
+
+    autoencoder = load_autoencoder(str(path))
+    if autoencoder.latent_channels != latent_channels:
+        raise ReelError(f"vae={path}: gives {autoencoder.latent_channels} latent channels, the transformer takes "
+                        f"{latent_channels}")
+    cfg.autoencoder.checkpoint = str(path)
+    cfg.autoencoder.spatial_factor = int(autoencoder.spatial_factor)
+    cfg.autoencoder.temporal_factor = int(autoencoder.temporal_factor)
+
+
+def attach_text_encoder(cfg, path: Union[str, Path], text_dim: int) -> None:
+    """Point cfg.text_encoder at the local transformers folder `path`, whose width must be the DiT's."""
+    from reel.models.text_encoder import TextEncoder
+
+    encoder = TextEncoder(path=str(path), max_length=int(cfg.text_encoder.max_length))
+    if encoder.dim != text_dim:
+        raise ReelError(f"text_encoder={path}: gives {encoder.dim}-d embeddings, the transformer takes "
+                        f"{text_dim}-d")
+    cfg.text_encoder.path, cfg.text_encoder.name, cfg.text_encoder.dim = str(path), Path(path).name, text_dim
 
 
 def convert_to_diffusers(reel_dir: Union[str, Path], out_dir: Union[str, Path]) -> Path:
