@@ -194,17 +194,6 @@ class DiffusersAutoencoder(AutoencoderBase):
             return torch.cat([stream.push(z_raw), stream.flush()], dim=2)
         return self.decode_whole(z_raw)
 
-    def encode(self, x: torch.Tensor, chunked: bool = False, tile_size: Optional[int] = None,
-               tile_overlap: int = 0) -> torch.Tensor:
-        """(B, 3, 1 + tf*k, H, W) in [-1, 1] -> normalised latents (B, C, 1 + k, H/f, W/f)."""
-        return self.normalise_latents(self.encode_raw(x, chunked, tile_size, tile_overlap))
-
-    def decode(self, z: torch.Tensor, chunked: bool = False, tile_size: Optional[int] = None,
-               tile_overlap: int = 0) -> torch.Tensor:
-        """Normalised latents (B, C, 1 + k, h, w) -> clip (B, 3, 1 + tf*k, h*f, w*f)."""
-        self.check_latents(z)
-        return self.decode_raw(self.denormalise_latents(z), chunked, tile_size, tile_overlap)
-
     def streaming_encoder(self, tile_size: Optional[int] = None, tile_overlap: int = 0) -> DiffusersStreamingEncoder:
         self.check_tiling(tile_size, tile_overlap)
         return DiffusersStreamingEncoder(self)

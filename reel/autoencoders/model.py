@@ -107,6 +107,18 @@ class AutoencoderBase(nn.Module):
         return (z * self.latent_std.view(shape) + self.latent_mean.view(shape)).to(z.dtype)
 
 
+    def encode(self, x: torch.Tensor, chunked: bool = False, tile_size: Optional[int] = None,
+               tile_overlap: int = 0) -> torch.Tensor:
+        """(B, 3, 1 + tf*k, H, W) in [-1, 1] -> normalised latents (B, C, 1 + k, H/f, W/f)."""
+        return self.normalise_latents(self.encode_raw(x, chunked, tile_size, tile_overlap))
+
+    def decode(self, z: torch.Tensor, chunked: bool = False, tile_size: Optional[int] = None,
+               tile_overlap: int = 0) -> torch.Tensor:
+        """Normalised latents (B, C, 1 + k, h, w) -> clip (B, 3, 1 + tf*k, h*f, w*f) (reel's AE: not clamped)."""
+        self.check_latents(z)
+        return self.decode_raw(self.denormalise_latents(z), chunked, tile_size, tile_overlap)
+
+
 class VideoAutoencoder(AutoencoderBase):
     """encode(x) -> normalised latents, decode(z) -> clip; whole clip, chunk by chunk, or tiled."""
 
@@ -162,17 +174,6 @@ class VideoAutoencoder(AutoencoderBase):
         latent_tile = tile_size // f if tile_size else max(z_raw.shape[-2:])
         return tiled_apply(lambda _, tile: run_whole_clip(self.decoder, tile, latent_chunk),
                            z_raw, latent_tile, tile_overlap // f, Fraction(f))
-
-    def encode(self, x: torch.Tensor, chunked: bool = False, tile_size: Optional[int] = None,
-               tile_overlap: int = 0) -> torch.Tensor:
-        """(B, 3, 1 + tf*k, H, W) in [-1, 1] -> normalised latents (B, C, 1 + k, H/f, W/f)."""
-        return self.normalise_latents(self.encode_raw(x, chunked, tile_size, tile_overlap))
-
-    def decode(self, z: torch.Tensor, chunked: bool = False, tile_size: Optional[int] = None,
-               tile_overlap: int = 0) -> torch.Tensor:
-        """Normalised latents (B, C, 1 + k, h, w) -> clip (B, 3, 1 + tf*k, h*f, w*f), not clamped."""
-        self.check_latents(z)
-        return self.decode_raw(self.denormalise_latents(z), chunked, tile_size, tile_overlap)
 
     def streaming_encoder(self, tile_size: Optional[int] = None, tile_overlap: int = 0) -> StreamingEncoder:
         return StreamingEncoder(self, tile_size, tile_overlap)
