@@ -25,7 +25,7 @@ import torch.nn as nn
 from einops import rearrange
 
 from reel.autoencoders.model import AutoencoderBase, count_parameters
-from reel.autoencoders.streaming import ChunkStream
+from reel.autoencoders.streaming import ChunkStream, DecoderSide, EncoderSide
 from reel.checkpoint_folder import weights_digest, weights_path
 from reel.errors import ReelError
 
@@ -94,7 +94,7 @@ class _CachedStream(ChunkStream):
         return self.net(chunk, self.cache, first)
 
 
-class DiffusersStreamingEncoder(_CachedStream):
+class DiffusersStreamingEncoder(EncoderSide, _CachedStream):
     """push(pixel frames (B, 3, t, H, W)) -> latent frames (normalised unless normalise=False), chunk by chunk."""
 
     def __init__(self, model: "DiffusersAutoencoder", normalise: bool = True):
@@ -102,20 +102,8 @@ class DiffusersStreamingEncoder(_CachedStream):
                          Fraction(1, model.spatial_factor))
         self.model, self.normalise = model, normalise
 
-    def _run(self, chunk: torch.Tensor) -> torch.Tensor:
-        z = super()._run(chunk)
-        return self.model.normalise_latents(z) if self.normalise else z
 
-    def push(self, frames: torch.Tensor) -> torch.Tensor:
-        self.model.check_frames(frames, whole_clip=False)
-        return super().push(frames)
-
-    def _check_last_chunk(self, frames: int) -> None:
-        raise ReelError(f"the clip ends with {frames} frames after its last full chunk; a clip must have "
-                        f"1 + {self.model.temporal_factor}k frames")
-
-
-class DiffusersStreamingDecoder(_CachedStream):
+class DiffusersStreamingDecoder(DecoderSide, _CachedStream):
     """push(latent frames (B, C, t, h, w), normalised unless normalised=False) -> pixel frames, one latent frame
     at a time. Run it under torch.no_grad(): with autograd on, every chunk's graph stays alive through the cache."""
 
@@ -123,10 +111,6 @@ class DiffusersStreamingDecoder(_CachedStream):
         super().__init__(model.decode_chunk, model.new_decoder_cache, model.chunk_frames // model.temporal_factor,
                          3, Fraction(model.spatial_factor))
         self.model, self.normalised = model, normalised
-
-    def push(self, z: torch.Tensor) -> torch.Tensor:
-        self.model.check_latents(z)
-        return super().push(self.model.denormalise_latents(z) if self.normalised else z)
 
 
 class DiffusersAutoencoder(AutoencoderBase):

@@ -83,15 +83,9 @@ class ChunkStream:
         pass
 
 
-class StreamingEncoder(ChunkStream):
-    """push(pixel frames (B, 3, t, H, W)) -> normalised latent frames, chunk by chunk."""
-
-    def __init__(self, model: "VideoAutoencoder", tile_size: Optional[int] = None, tile_overlap: int = 0,
-                 normalise: bool = True):
-        model.check_tiling(tile_size, tile_overlap)
-        super().__init__(model.encoder, model.chunk_frames, model.latent_channels,
-                         Fraction(1, model.spatial_factor), tile_size, tile_overlap)
-        self.model, self.normalise = model, normalise
+class EncoderSide:
+    """What every encoder stream adds to its ChunkStream: frames are checked, latents normalised, and a clip
+    must end on a whole chunk. Needs `model` and `normalise`."""
 
     def _run(self, chunk: torch.Tensor) -> torch.Tensor:
         z = super()._run(chunk)
@@ -107,7 +101,27 @@ class StreamingEncoder(ChunkStream):
                             f"1 + {self.model.temporal_factor}k frames")
 
 
-class StreamingDecoder(ChunkStream):
+class DecoderSide:
+    """What every decoder stream adds to its ChunkStream: latents are checked and, when `normalised`,
+    denormalised before decoding. Needs `model` and `normalised`."""
+
+    def push(self, z: torch.Tensor) -> torch.Tensor:
+        self.model.check_latents(z)
+        return super().push(self.model.denormalise_latents(z) if self.normalised else z)
+
+
+class StreamingEncoder(EncoderSide, ChunkStream):
+    """push(pixel frames (B, 3, t, H, W)) -> normalised latent frames, chunk by chunk."""
+
+    def __init__(self, model: "VideoAutoencoder", tile_size: Optional[int] = None, tile_overlap: int = 0,
+                 normalise: bool = True):
+        model.check_tiling(tile_size, tile_overlap)
+        super().__init__(model.encoder, model.chunk_frames, model.latent_channels,
+                         Fraction(1, model.spatial_factor), tile_size, tile_overlap)
+        self.model, self.normalise = model, normalise
+
+
+class StreamingDecoder(DecoderSide, ChunkStream):
     """push(latent frames (B, C, t, h, w)) -> pixel frames, one latent chunk at a time.
 
     The first latent frame decodes to the first pixel frame alone; each later latent chunk
@@ -122,7 +136,3 @@ class StreamingDecoder(ChunkStream):
         super().__init__(model.decoder, model.chunk_frames // model.temporal_factor, 3, Fraction(f),
                          tile_size // f if tile_size else None, tile_overlap // f)
         self.model, self.normalised = model, normalised
-
-    def push(self, z: torch.Tensor) -> torch.Tensor:
-        self.model.check_latents(z)
-        return super().push(self.model.denormalise_latents(z) if self.normalised else z)

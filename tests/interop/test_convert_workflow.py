@@ -9,16 +9,9 @@ from reel.errors import ReelError
 from reel.interop.diffusers_dit import convert_from_diffusers
 from reel.models.text_encoder import bundled_minilm_path
 from tests.conftest import run_reel
+from tests.models.dit_helpers import one_thread  # noqa: F401 (fixture)
 
 MINILM_DIM = 384
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
