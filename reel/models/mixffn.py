@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from reel.models.cache import FrameHistory
+from reel.models.fused_ffn import SiluDepthwiseConv2d, SiluGate, fused_enabled
 from reel.models.tokens import TokenGrid
 
 TEMPORAL_MIXING = ("depthwise", "dense", "none")
@@ -72,12 +73,19 @@ class MixFFN(nn.Module):
              update_cache: bool = False) -> torch.Tensor:
         """SiLU -> depthwise spatial (and temporal) -> GLU: (B, N, 2 hidden) -> (B, T, H, W, hidden)."""
         frames = x.shape[0] * grid.frames
-        x = F.silu(x).view(frames, grid.height, grid.width, -1)
-        x = self.spatial(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        lean = fused_enabled(x)  # SiLUs recomputed in backward rather than stored
+        x = x.view(frames, grid.height, grid.width, -1).permute(0, 3, 1, 2)
+        if lean:
+            x = SiluDepthwiseConv2d.apply(x, self.spatial.weight, self.spatial.bias, 1)
+        else:
+            x = self.spatial(F.silu(x))
+        x = x.permute(0, 2, 3, 1)
         x = x.reshape(-1, grid.frames, grid.height, grid.width, x.shape[-1])
         if self.temporal == "depthwise":
             padded = self.pad_time(x, grid, cache, update_cache).flatten(2, 3)  # (B, T + k - 1, H*W, C)
             x = self.time_depthwise(padded.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(x.shape)
+        if lean:
+            return SiluGate.apply(x)
         x, gate = x.chunk(2, dim=-1)
         return x * F.silu(gate)
 
