@@ -66,11 +66,12 @@ def _dit_loader(cfg, ranks, ae_identity: str, text_identity: str):
 
 def initial_model(cfg, latent_channels: int, text_dim: int):
     """A new DiT from cfg.model, or the DiT folder train.init_from (whose model config then replaces
-    cfg.model, except a model.causal_chunk set here: the same weights fine-tuned block-causal); with
+    cfg.model, except a model.causal_chunk set here: the same weights fine-tuned block-causal, and position
+    embeddings switched on here: added at zero); with
     train.lora.rank > 0, adapters on it and only they train."""
     from omegaconf import OmegaConf, open_dict
 
-    from reel.models.dit import build_dit
+    from reel.models.dit import POSITION_EMBEDDINGS, build_dit
 
     if cfg.train.init_from:
         from reel.config.validate import validate_config
@@ -82,14 +83,22 @@ def initial_model(cfg, latent_channels: int, text_dim: int):
                 raise ReelError(f"train.init_from={cfg.train.init_from}: the DiT has {key}={folder.dit[key]}, the "
                                 f"configured autoencoder/text encoder give {ours} (adapt it with reel train adapt)")
         causal_chunk = cfg.model.causal_chunk
+        # zero-initialised position embeddings asked for here are added to the folder's model
+        gained = [key for key in POSITION_EMBEDDINGS if cfg.model.get(key) and not folder.model.get(key)]
         with open_dict(cfg):
             cfg.model = OmegaConf.merge(cfg.model, folder.model)
             if causal_chunk is not None and causal_chunk != cfg.model.causal_chunk:
                 cfg.model.causal_chunk = causal_chunk  # causality changes no weight: rebuild and load them
-        if cfg.model.causal_chunk != folder.model.get("causal_chunk"):
+            for key in gained:
+                cfg.model[key] = True
+        if cfg.model.causal_chunk != folder.model.get("causal_chunk") or gained:
             validate_config(cfg)  # the chunk against the folder's patch size and sparse tiles
             rebuilt = build_dit(cfg.model, latent_channels, text_dim)
-            rebuilt.load_state_dict(model.state_dict())
+            missing, unexpected = rebuilt.load_state_dict(model.state_dict(), strict=False)
+            if unexpected or any(not name.startswith(tuple(POSITION_EMBEDDINGS.values())) for name in missing):
+                raise ReelError(f"train.init_from={cfg.train.init_from}: weights do not fit model "
+                                f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+            rebuilt.zero_position_embeddings(gained)
             model = rebuilt
     else:
         model = build_dit(cfg.model, latent_channels, text_dim)

@@ -91,6 +91,11 @@ class ModelConfig:
     # then know which frame they are in, which relative RoPE alone gives them only weakly (short clips,
     # linear attention), and motion that follows a prompt needs it
     frame_embedding: bool = False
+    # the same for each token's (row, column) in the token grid. With RoPE alone a token whose input is pure
+    # noise learns where it is only from the grid's edges (zero padding, the finite set of relative offsets),
+    # so at high noise the model can hardly place the prompt's object by frame (a "moving right" clip starts
+    # left and ends right on average). train.init_from=DIR with either switched on adds it at zero.
+    spatial_embedding: bool = False
 
 
 @dataclass

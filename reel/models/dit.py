@@ -40,6 +40,9 @@ FREQUENCY_DIM = 256
 
 
 FRAME_PERIOD = 1000.0  # frame embedding: periods up to 1000 latent frames
+GRID_PERIOD = 1000.0  # spatial embedding: rows and columns of grids up to ~1000 tokens a side
+# config key -> module of the absolute position embeddings; zero-initialised, so a trained model can gain them
+POSITION_EMBEDDINGS = {"frame_embedding": "frame_embed", "spatial_embedding": "spatial_embed"}
 
 
 def timestep_frequencies(t: torch.Tensor, dim: int = FREQUENCY_DIM, max_period: float = 10000.0) -> torch.Tensor:
@@ -131,6 +134,7 @@ class DiT(nn.Module):
         self.text_norm = RMSNorm(dim, eps=1e-5) if cfg.caption_norm else nn.Identity()
         self.rope = Rope3D(dim // cfg.num_heads, cfg.rope_axes_dim, cfg.rope_theta)
         self.frame_embed = nn.Linear(FREQUENCY_DIM, dim) if cfg.frame_embedding else None
+        self.spatial_embed = nn.Linear(2 * FREQUENCY_DIM, dim) if cfg.spatial_embedding else None
         self.blocks = nn.ModuleList(DiTBlock(cfg, kind) for kind in attention_kinds(cfg))
         self.final_norm = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
         self.final_table = nn.Parameter(torch.randn(2, dim) / dim ** 0.5)
@@ -156,9 +160,17 @@ class DiT(nn.Module):
                 block.ffn.reset_temporal()
         nn.init.zeros_(self.final_proj.weight)
         nn.init.zeros_(self.final_proj.bias)
-        if self.frame_embed is not None:  # starts as no embedding at all
-            nn.init.zeros_(self.frame_embed.weight)
-            nn.init.zeros_(self.frame_embed.bias)
+        # position embeddings start at the scale of the patch embedding of noise (a zero start leaves them
+        # too small to matter for hundreds of steps); a trained model gains them at zero instead
+        # (zero_position_embeddings)
+
+    def zero_position_embeddings(self, keys) -> None:
+        """Zero the embeddings of the given config keys (frame_embedding, spatial_embedding): added to a
+        trained model, they then start as no embedding at all."""
+        for key in keys:
+            module = getattr(self, POSITION_EMBEDDINGS[key])
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
 
     @property
     def attention_kinds(self) -> list:
@@ -230,6 +242,8 @@ class DiT(nn.Module):
                 frame_times = frame_times.index_select(1, index)
         if self.frame_embed is not None:
             x = x + self.frame_embedding(grid).repeat_interleave(height * width, dim=0).to(x.dtype)
+        if self.spatial_embed is not None:
+            x = x + self.spatial_embedding(grid).repeat(frames, 1).to(x.dtype)
         time_emb = self.time_embed(frame_times)  # (B, G, D)
         time_mod = self.time_modulation(time_emb).unflatten(-1, (6, dim))
         text = self.text_norm(self.text_proj(text_emb))
@@ -250,6 +264,14 @@ class DiT(nn.Module):
         """(frames, D): the learned embedding of each grid frame's absolute index (max period 1000 frames)."""
         features = timestep_frequencies(grid.frame_index(), max_period=FRAME_PERIOD)
         return self.frame_embed(features.to(self.frame_embed.weight.dtype))
+
+    def spatial_embedding(self, grid: TokenGrid) -> torch.Tensor:
+        """(height * width, D): the learned embedding of each grid position's (row, column), raster order."""
+        rows = torch.arange(grid.height, device=grid.device).repeat_interleave(grid.width)
+        cols = torch.arange(grid.width, device=grid.device).repeat(grid.height)
+        features = torch.cat((timestep_frequencies(rows, max_period=GRID_PERIOD),
+                              timestep_frequencies(cols, max_period=GRID_PERIOD)), dim=-1)
+        return self.spatial_embed(features.to(self.spatial_embed.weight.dtype))
 
     def loss_frames(self, latent_frames: int) -> slice:
         """The latent frames whose loss this process computes: all of them, or under sequence

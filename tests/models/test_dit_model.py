@@ -173,17 +173,20 @@ def test_recomputed_activations_give_the_same_outputs_and_gradients(attention, t
             torch.testing.assert_close(grads[name], grad, atol=1e-7, rtol=1e-6, msg=name)
 
 
-def test_frame_embedding_reaches_the_output_and_keeps_chunked_equal_to_whole():
+@pytest.mark.parametrize("embedding, module", [("frame_embedding", "frame_embed"),
+                                               ("spatial_embedding", "spatial_embed")])
+def test_position_embedding_reaches_the_output_and_keeps_chunked_equal_to_whole(embedding, module):
     latents, t, text, mask = tiny_inputs(frames=4)
-    embedded = tiny_dit(attention="linear", frame_embedding=True).eval()
+    embedded = tiny_dit(attention="linear", **{embedding: True}).eval()
     with torch.no_grad():
         out = embedded(latents, t, text, mask)
-        embedded.frame_embed.weight.zero_()
-        embedded.frame_embed.bias.zero_()
+        getattr(embedded, module).weight.zero_()
+        getattr(embedded, module).bias.zero_()
         assert (embedded(latents, t, text, mask) - out).abs().max() > 1e-2
-        causal = tiny_dit(attention=["linear", "softmax"], causal_chunk=2, frame_embedding=True).eval()
+        causal = tiny_dit(attention=["linear", "softmax"], causal_chunk=2, **{embedding: True}).eval()
         whole = causal(latents, t, text, mask)
         cache = causal.init_cache()
         pieces = [causal.forward_chunk(latents[:, :, i:i + 2], t, text, mask, cache, update_cache=True)
                   for i in (0, 2)]
         torch.testing.assert_close(torch.cat(pieces, dim=2), whole, atol=1e-4, rtol=0)
+

@@ -202,3 +202,22 @@ def test_init_from_a_dit_folder_takes_causal_chunk_from_the_command_line(tmp_pat
         start(tmp_path / "teacher", "train.fm.chunk_times=true")
     kept, cfg = start(tmp_path / "causal")  # a causal folder stays causal
     assert cfg.model.causal_chunk == 1 and kept.causal_chunk == 1
+
+
+def test_init_from_gains_zero_initialised_position_embeddings(tmp_path):
+    from reel.commands.train_dit import initial_model
+    from reel.config.compose import load_config
+    from tests.models.dit_helpers import tiny_config, tiny_inputs
+
+    base, _ = load_config(QUIET)
+    base.model = tiny_config(attention=ATTENTION)
+    trained = tiny_dit(attention=ATTENTION).eval()
+    save_dit(trained, tmp_path / "trained", base)
+    cfg, _ = load_config([f"train.init_from={tmp_path / 'trained'}", "model.frame_embedding=true",
+                          "model.spatial_embedding=true", *QUIET])
+    gained = initial_model(cfg, LATENT_CHANNELS, TEXT_DIM).eval()
+    assert cfg.model.frame_embedding and cfg.model.spatial_embedding and cfg.model.hidden_size == 32
+    assert gained.frame_embed is not None and gained.spatial_embed is not None
+    latents, t, text, mask = tiny_inputs(frames=3)
+    with torch.no_grad():  # added at zero: the same model until it trains
+        torch.testing.assert_close(gained(latents, t, text, mask), trained(latents, t, text, mask), rtol=0, atol=0)
