@@ -96,6 +96,9 @@ class ModelConfig:
     # so at high noise the model can hardly place the prompt's object by frame (a "moving right" clip starts
     # left and ends right on average). train.init_from=DIR with either switched on adds it at zero.
     spatial_embedding: bool = False
+    # add an MLP of the caption's mean token state to the timestep embedding, so the sentence also sets every
+    # block's AdaLN shift/scale/gate (SD3's pooled-text vector): a multiplicative text x position path
+    pooled_text: bool = False
 
 
 @dataclass

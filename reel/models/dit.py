@@ -33,6 +33,7 @@ from reel.models.attention import CrossAttention, RMSNorm, SelfAttention, make_a
 from reel.models.cache import BlockCache, DiTCache, KVCache, LinearStateCache
 from reel.models.mixffn import MLP, MixFFN
 from reel.models.rope import Rope3D
+from reel.models.text_encoder import masked_mean
 from reel.models.tokens import TokenGrid
 from reel.parallel.sequence import SequenceSlice, gather_frames
 
@@ -132,6 +133,8 @@ class DiT(nn.Module):
         self.time_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
         self.text_proj = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
         self.text_norm = RMSNorm(dim, eps=1e-5) if cfg.caption_norm else nn.Identity()
+        self.pooled_text = (nn.Sequential(nn.Linear(text_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+                            if cfg.pooled_text else None)
         self.rope = Rope3D(dim // cfg.num_heads, cfg.rope_axes_dim, cfg.rope_theta)
         self.frame_embed = nn.Linear(FREQUENCY_DIM, dim) if cfg.frame_embedding else None
         self.spatial_embed = nn.Linear(2 * FREQUENCY_DIM, dim) if cfg.spatial_embedding else None
@@ -153,6 +156,9 @@ class DiT(nn.Module):
         nn.init.xavier_uniform_(self.patch_embed.weight.view(self.patch_embed.out_channels, -1))
         for linear in (self.time_embed.mlp[0], self.time_embed.mlp[2], self.time_modulation[1]):
             nn.init.normal_(linear.weight, std=0.02)
+        if self.pooled_text is not None:
+            for linear in (self.pooled_text[0], self.pooled_text[2]):
+                nn.init.normal_(linear.weight, std=0.02)
         # zero output layers: every block starts as the identity, with no text and no output
         for block in self.blocks:
             nn.init.zeros_(block.cross_attn.out.weight)
@@ -245,6 +251,8 @@ class DiT(nn.Module):
         if self.spatial_embed is not None:
             x = x + self.spatial_embedding(grid).repeat(frames, 1).to(x.dtype)
         time_emb = self.time_embed(frame_times)  # (B, G, D)
+        if self.pooled_text is not None:
+            time_emb = time_emb + self.pooled_text(self.pooled_caption(text_emb, text_mask).to(time_emb.dtype))[:, None]
         time_mod = self.time_modulation(time_emb).unflatten(-1, (6, dim))
         text = self.text_norm(self.text_proj(text_emb))
         block_caches = cache.blocks if cache is not None else repeat(None)
@@ -264,6 +272,13 @@ class DiT(nn.Module):
         """(frames, D): the learned embedding of each grid frame's absolute index (max period 1000 frames)."""
         features = timestep_frequencies(grid.frame_index(), max_period=FRAME_PERIOD)
         return self.frame_embed(features.to(self.frame_embed.weight.dtype))
+
+    @staticmethod
+    def pooled_caption(text_emb: torch.Tensor, text_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """(B, L, E) caption states -> (B, E): their mean over the caption's tokens (zeros for an empty one)."""
+        if text_mask is None:
+            return text_emb.mean(dim=1)
+        return masked_mean(text_emb, text_mask)
 
     def spatial_embedding(self, grid: TokenGrid) -> torch.Tensor:
         """(height * width, D): the learned embedding of each grid position's (row, column), raster order."""

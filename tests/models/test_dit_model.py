@@ -190,3 +190,23 @@ def test_position_embedding_reaches_the_output_and_keeps_chunked_equal_to_whole(
                   for i in (0, 2)]
         torch.testing.assert_close(torch.cat(pieces, dim=2), whole, atol=1e-4, rtol=0)
 
+
+
+def test_pooled_text_conditions_every_block_and_ignores_padding():
+    latents, t, text, mask = tiny_inputs(frames=3)
+    model = tiny_dit(attention="linear", pooled_text=True).eval()
+    mask = mask.clone()
+    mask[:, -2:] = False
+    padded = text.clone()
+    padded[:, -2:] += 5.0  # states behind the mask
+    with torch.no_grad():
+        out = model(latents, t, text, mask)
+        torch.testing.assert_close(model(latents, t, padded, mask), out, rtol=0, atol=0)
+        for block in model.blocks:  # without cross-attention the caption still reaches the output
+            block.cross_attn.out.weight.zero_()
+            block.cross_attn.out.bias.zero_()
+        other = text.roll(1, dims=0)
+        assert (model(latents, t, other, mask) - model(latents, t, text, mask)).abs().max() > 1e-3
+        model.pooled_text[2].weight.zero_()
+        model.pooled_text[2].bias.zero_()
+        torch.testing.assert_close(model(latents, t, other, mask), model(latents, t, text, mask), rtol=0, atol=0)
