@@ -42,7 +42,7 @@ FREQUENCY_DIM = 256
 
 FRAME_PERIOD = 1000.0  # frame embedding: periods up to 1000 latent frames
 GRID_PERIOD = 1000.0  # spatial embedding: rows and columns of grids up to ~1000 tokens a side
-# config key -> module of the absolute position embeddings; zero-initialised, so a trained model can gain them
+# config key -> module of the absolute position embeddings (a trained model can gain them, added at zero)
 POSITION_EMBEDDINGS = {"frame_embedding": "frame_embed", "spatial_embedding": "spatial_embed"}
 
 
@@ -252,7 +252,8 @@ class DiT(nn.Module):
             x = x + self.spatial_embedding(grid).repeat(frames, 1).to(x.dtype)
         time_emb = self.time_embed(frame_times)  # (B, G, D)
         if self.pooled_text is not None:
-            time_emb = time_emb + self.pooled_text(self.pooled_caption(text_emb, text_mask).to(time_emb.dtype))[:, None]
+            pooled = self.pooled_caption(text_emb, text_mask).to(time_emb.dtype)
+            time_emb = time_emb + self.pooled_text(pooled)[:, None]
         time_mod = self.time_modulation(time_emb).unflatten(-1, (6, dim))
         text = self.text_norm(self.text_proj(text_emb))
         block_caches = cache.blocks if cache is not None else repeat(None)

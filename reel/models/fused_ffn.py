@@ -1,12 +1,12 @@
 """Memory-lean pieces of Mix-FFN: autograd functions that keep the cheap SiLU out of saved activations.
 
-Plain autograd keeps, per Mix-FFN layer, the expansion's output (SiLU's input) and SiLU's output
-(the depthwise conv's input), and for the gate the conv output plus silu(gate): five token-by-hidden
-tensors. These functions save only the inputs and recompute the SiLU (an elementwise op, a few
-percent of the layer's time) in backward, so a layer keeps two: 30% less activation memory with
-the same convolution kernels and the same numbers as plain autograd.
+Per Mix-FFN layer (hidden width h), plain autograd keeps SiLU's input and output (2h each, the
+second as the depthwise conv's input), and for the gate the temporal conv's output (2h) plus
+silu(gate) (h), next to the rest of the layer's activations. These functions save only their inputs
+and recompute the SiLU (an elementwise op, a few percent of the layer's time) in backward: 3h fewer
+per token, with the same convolution kernels and the same numbers as plain autograd.
 
-Used in fp32 and without autocast; under autocast Mix-FFN takes the plain path.
+Used whenever gradients are recorded outside autocast; under autocast Mix-FFN takes the plain path.
 """
 from __future__ import annotations
 
