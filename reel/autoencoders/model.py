@@ -106,7 +106,6 @@ class AutoencoderBase(nn.Module):
         shape = (1, -1, 1, 1, 1)
         return (z * self.latent_std.view(shape) + self.latent_mean.view(shape)).to(z.dtype)
 
-
     def encode(self, x: torch.Tensor, chunked: bool = False, tile_size: Optional[int] = None,
                tile_overlap: int = 0) -> torch.Tensor:
         """(B, 3, 1 + tf*k, H, W) in [-1, 1] -> normalised latents (B, C, 1 + k, H/f, W/f)."""

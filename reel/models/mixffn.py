@@ -76,7 +76,7 @@ class MixFFN(nn.Module):
         lean = fused_enabled(x)  # SiLUs recomputed in backward rather than stored
         x = x.view(frames, grid.height, grid.width, -1).permute(0, 3, 1, 2)
         if lean:
-            x = SiluDepthwiseConv2d.apply(x, self.spatial.weight, self.spatial.bias, 1)
+            x = SiluDepthwiseConv2d.apply(x, self.spatial.weight, self.spatial.bias, self.spatial.padding[0])
         else:
             x = self.spatial(F.silu(x))
         x = x.permute(0, 2, 3, 1)
