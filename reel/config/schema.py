@@ -99,6 +99,11 @@ class ModelConfig:
     # add an MLP of the caption's mean token state to the timestep embedding, so the sentence also sets every
     # block's AdaLN shift/scale/gate (SD3's pooled-text vector): a multiplicative text x position path
     pooled_text: bool = False
+    # an MLP of the pooled caption together with each latent frame's index (sinusoidal), added per frame to
+    # the timestep embedding: every block's AdaLN then differs by frame in a caption-dependent way, the
+    # caption x frame x position product that motion following a prompt needs (a "moving right" clip is
+    # left early and right late), in one multiplication with a position embedding instead of many layers
+    frame_text: bool = False
 
 
 @dataclass

@@ -135,6 +135,8 @@ class DiT(nn.Module):
         self.text_norm = RMSNorm(dim, eps=1e-5) if cfg.caption_norm else nn.Identity()
         self.pooled_text = (nn.Sequential(nn.Linear(text_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
                             if cfg.pooled_text else None)
+        self.frame_text = (nn.Sequential(nn.Linear(text_dim + FREQUENCY_DIM, dim), nn.SiLU(), nn.Linear(dim, dim))
+                           if cfg.frame_text else None)
         self.rope = Rope3D(dim // cfg.num_heads, cfg.rope_axes_dim, cfg.rope_theta)
         self.frame_embed = nn.Linear(FREQUENCY_DIM, dim) if cfg.frame_embedding else None
         self.spatial_embed = nn.Linear(2 * FREQUENCY_DIM, dim) if cfg.spatial_embedding else None
@@ -156,9 +158,10 @@ class DiT(nn.Module):
         nn.init.xavier_uniform_(self.patch_embed.weight.view(self.patch_embed.out_channels, -1))
         for linear in (self.time_embed.mlp[0], self.time_embed.mlp[2], self.time_modulation[1]):
             nn.init.normal_(linear.weight, std=0.02)
-        if self.pooled_text is not None:
-            for linear in (self.pooled_text[0], self.pooled_text[2]):
-                nn.init.normal_(linear.weight, std=0.02)
+        for mlp in (self.pooled_text, self.frame_text):
+            if mlp is not None:
+                for linear in (mlp[0], mlp[2]):
+                    nn.init.normal_(linear.weight, std=0.02)
         # zero output layers: every block starts as the identity, with no text and no output
         for block in self.blocks:
             nn.init.zeros_(block.cross_attn.out.weight)
@@ -254,6 +257,8 @@ class DiT(nn.Module):
         if self.pooled_text is not None:
             pooled = self.pooled_caption(text_emb, text_mask).to(time_emb.dtype)
             time_emb = time_emb + self.pooled_text(pooled)[:, None]
+        if self.frame_text is not None:  # (B, frames, D): the modulation now differs per frame
+            time_emb = time_emb + self.frame_caption(text_emb, text_mask, grid).to(time_emb.dtype)
         time_mod = self.time_modulation(time_emb).unflatten(-1, (6, dim))
         text = self.text_norm(self.text_proj(text_emb))
         block_caches = cache.blocks if cache is not None else repeat(None)
@@ -273,6 +278,15 @@ class DiT(nn.Module):
         """(frames, D): the learned embedding of each grid frame's absolute index (max period 1000 frames)."""
         features = timestep_frequencies(grid.frame_index(), max_period=FRAME_PERIOD)
         return self.frame_embed(features.to(self.frame_embed.weight.dtype))
+
+    def frame_caption(self, text_emb: torch.Tensor, text_mask: Optional[torch.Tensor],
+                      grid: TokenGrid) -> torch.Tensor:
+        """(B, frames, D): the frame_text MLP of each grid frame's (pooled caption, absolute frame index)."""
+        pooled = self.pooled_caption(text_emb, text_mask)
+        frames = timestep_frequencies(grid.frame_index(), max_period=FRAME_PERIOD).to(pooled.dtype)
+        features = torch.cat((pooled[:, None].expand(-1, frames.shape[0], -1),
+                              frames[None].expand(pooled.shape[0], -1, -1)), dim=-1)
+        return self.frame_text(features.to(self.frame_text[0].weight.dtype))
 
     @staticmethod
     def pooled_caption(text_emb: torch.Tensor, text_mask: Optional[torch.Tensor]) -> torch.Tensor:

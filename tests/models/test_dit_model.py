@@ -210,3 +210,32 @@ def test_pooled_text_conditions_every_block_and_ignores_padding():
         model.pooled_text[2].weight.zero_()
         model.pooled_text[2].bias.zero_()
         torch.testing.assert_close(model(latents, t, other, mask), model(latents, t, text, mask), rtol=0, atol=0)
+
+
+def test_frame_text_modulates_each_frame_by_caption_and_keeps_chunked_equal_to_whole():
+    latents, t, text, mask = tiny_inputs(frames=4)
+    same = latents[:, :, :1].expand_as(latents).contiguous()  # every frame alike: only frame_text tells them apart
+    model = tiny_dit(attention="linear", mixffn_temporal="none", frame_text=True).eval()
+    with torch.no_grad():
+        for block in model.blocks:  # no cross-attention, self-attention (RoPE) or temporal conv: the caption and
+            block.cross_attn.out.weight.zero_()  # the frame index reach the output through frame_text alone
+            block.cross_attn.out.bias.zero_()
+            block.attn.out.weight.zero_()
+            block.attn.out.bias.zero_()
+        model.frame_text[2].weight.mul_(3.0)
+        out = model(same, t, text, mask)
+        frame_spread = (out - out[:, :, :1]).abs().amax(dim=(0, 1, 3, 4))
+        assert (frame_spread[1:] > 1e-2).all()
+        other = text.roll(1, dims=0)
+        assert (model(same, t, other, mask) - out).abs().max() > 1e-2
+        model.frame_text[2].weight.zero_()
+        model.frame_text[2].bias.zero_()
+        plain = model(same, t, text, mask)
+        torch.testing.assert_close(plain, model(same, t, other, mask), rtol=0, atol=0)
+        torch.testing.assert_close(plain, plain[:, :, :1].expand_as(plain), rtol=0, atol=0)
+        causal = tiny_dit(attention=["linear", "softmax"], causal_chunk=2, frame_text=True).eval()
+        whole = causal(latents, t, text, mask)
+        cache = causal.init_cache()
+        pieces = [causal.forward_chunk(latents[:, :, i:i + 2], t, text, mask, cache, update_cache=True)
+                  for i in (0, 2)]
+        torch.testing.assert_close(torch.cat(pieces, dim=2), whole, atol=1e-4, rtol=0)
