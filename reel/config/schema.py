@@ -102,7 +102,8 @@ class ModelConfig:
     # an MLP of the pooled caption together with each latent frame's index (sinusoidal), added per frame to
     # the timestep embedding: every block's AdaLN then differs by frame in a caption-dependent way, the
     # caption x frame x position product that motion following a prompt needs (a "moving right" clip is
-    # left early and right late), in one multiplication with a position embedding instead of many layers
+    # left early and right late), in one multiplication with a position embedding instead of many layers.
+    # On the demo latents it did not make direction learnable (benchmarks/RESULTS.md)
     frame_text: bool = False
 
 
