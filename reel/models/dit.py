@@ -254,11 +254,12 @@ class DiT(nn.Module):
         if self.spatial_embed is not None:
             x = x + self.spatial_embedding(grid).repeat(frames, 1).to(x.dtype)
         time_emb = self.time_embed(frame_times)  # (B, G, D)
-        if self.pooled_text is not None:
-            pooled = self.pooled_caption(text_emb, text_mask).to(time_emb.dtype)
-            time_emb = time_emb + self.pooled_text(pooled)[:, None]
-        if self.frame_text is not None:  # (B, frames, D): the modulation now differs per frame
-            time_emb = time_emb + self.frame_caption(text_emb, text_mask, grid).to(time_emb.dtype)
+        if self.pooled_text is not None or self.frame_text is not None:
+            pooled = self.pooled_caption(text_emb, text_mask)
+            if self.pooled_text is not None:
+                time_emb = time_emb + self.pooled_text(pooled.to(time_emb.dtype))[:, None]
+            if self.frame_text is not None:  # (B, frames, D): the modulation now differs per frame
+                time_emb = time_emb + self.frame_caption(pooled, grid).to(time_emb.dtype)
         time_mod = self.time_modulation(time_emb).unflatten(-1, (6, dim))
         text = self.text_norm(self.text_proj(text_emb))
         block_caches = cache.blocks if cache is not None else repeat(None)
@@ -274,16 +275,18 @@ class DiT(nn.Module):
         out = self.unpatchify(x, frames, height, width)
         return out if sp is None else gather_frames(out, split, sp, frame_dim=2, frames_per_slice_frame=pt)
 
-    def frame_embedding(self, grid: TokenGrid) -> torch.Tensor:
-        """(frames, D): the learned embedding of each grid frame's absolute index (max period 1000 frames)."""
-        features = timestep_frequencies(grid.frame_index(), max_period=FRAME_PERIOD)
-        return self.frame_embed(features.to(self.frame_embed.weight.dtype))
+    @staticmethod
+    def frame_features(grid: TokenGrid) -> torch.Tensor:
+        """(frames, FREQUENCY_DIM): sinusoidal features of each grid frame's absolute index (max period 1000)."""
+        return timestep_frequencies(grid.frame_index(), max_period=FRAME_PERIOD)
 
-    def frame_caption(self, text_emb: torch.Tensor, text_mask: Optional[torch.Tensor],
-                      grid: TokenGrid) -> torch.Tensor:
-        """(B, frames, D): the frame_text MLP of each grid frame's (pooled caption, absolute frame index)."""
-        pooled = self.pooled_caption(text_emb, text_mask)
-        frames = timestep_frequencies(grid.frame_index(), max_period=FRAME_PERIOD).to(pooled.dtype)
+    def frame_embedding(self, grid: TokenGrid) -> torch.Tensor:
+        """(frames, D): the learned embedding of each grid frame's absolute index."""
+        return self.frame_embed(self.frame_features(grid).to(self.frame_embed.weight.dtype))
+
+    def frame_caption(self, pooled: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
+        """(B, frames, D): the frame_text MLP of each grid frame's (pooled caption (B, E), absolute index)."""
+        frames = self.frame_features(grid).to(pooled.dtype)
         features = torch.cat((pooled[:, None].expand(-1, frames.shape[0], -1),
                               frames[None].expand(pooled.shape[0], -1, -1)), dim=-1)
         return self.frame_text(features.to(self.frame_text[0].weight.dtype))

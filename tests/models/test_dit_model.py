@@ -173,6 +173,16 @@ def test_recomputed_activations_give_the_same_outputs_and_gradients(attention, t
             torch.testing.assert_close(grads[name], grad, atol=1e-7, rtol=1e-6, msg=name)
 
 
+def assert_chunked_equals_whole(latents, t, text, mask, **overrides):
+    """A block-causal tiny DiT with these options gives the same output chunk by chunk (cache) as whole."""
+    causal = tiny_dit(attention=["linear", "softmax"], causal_chunk=2, **overrides).eval()
+    whole = causal(latents, t, text, mask)
+    cache = causal.init_cache()
+    pieces = [causal.forward_chunk(latents[:, :, i:i + 2], t, text, mask, cache, update_cache=True)
+              for i in (0, 2)]
+    torch.testing.assert_close(torch.cat(pieces, dim=2), whole, atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("embedding, module", [("frame_embedding", "frame_embed"),
                                                ("spatial_embedding", "spatial_embed")])
 def test_position_embedding_reaches_the_output_and_keeps_chunked_equal_to_whole(embedding, module):
@@ -183,12 +193,7 @@ def test_position_embedding_reaches_the_output_and_keeps_chunked_equal_to_whole(
         getattr(embedded, module).weight.zero_()
         getattr(embedded, module).bias.zero_()
         assert (embedded(latents, t, text, mask) - out).abs().max() > 1e-2
-        causal = tiny_dit(attention=["linear", "softmax"], causal_chunk=2, **{embedding: True}).eval()
-        whole = causal(latents, t, text, mask)
-        cache = causal.init_cache()
-        pieces = [causal.forward_chunk(latents[:, :, i:i + 2], t, text, mask, cache, update_cache=True)
-                  for i in (0, 2)]
-        torch.testing.assert_close(torch.cat(pieces, dim=2), whole, atol=1e-4, rtol=0)
+        assert_chunked_equals_whole(latents, t, text, mask, **{embedding: True})
 
 
 
@@ -233,9 +238,4 @@ def test_frame_text_modulates_each_frame_by_caption_and_keeps_chunked_equal_to_w
         plain = model(same, t, text, mask)
         torch.testing.assert_close(plain, model(same, t, other, mask), rtol=0, atol=0)
         torch.testing.assert_close(plain, plain[:, :, :1].expand_as(plain), rtol=0, atol=0)
-        causal = tiny_dit(attention=["linear", "softmax"], causal_chunk=2, frame_text=True).eval()
-        whole = causal(latents, t, text, mask)
-        cache = causal.init_cache()
-        pieces = [causal.forward_chunk(latents[:, :, i:i + 2], t, text, mask, cache, update_cache=True)
-                  for i in (0, 2)]
-        torch.testing.assert_close(torch.cat(pieces, dim=2), whole, atol=1e-4, rtol=0)
+        assert_chunked_equals_whole(latents, t, text, mask, frame_text=True)
