@@ -22,10 +22,21 @@ from einops import rearrange
 class ChunkCache:
     """What the next chunk needs from the chunks before it: every chunk-causal layer's last input frames."""
 
-    def __init__(self, batch_size: int):
+    def __init__(self, batch_size: int, context_dropout: float = 0.0):
         self.batch_size = batch_size
         self.first_frame = True  # the chunk being run is the lone first frame (no chunks seen yet)
         self.tails: Dict[nn.Module, torch.Tensor] = {}
+        # training only: the fraction of (sample, chunk) pairs whose past context is zeroed in every
+        # layer, so each chunk must be rebuilt from its own input (its latent) alone
+        self.context_dropout = context_dropout
+        self.keep_context: Optional[torch.Tensor] = None  # (B, n) of 0/1, drawn once per call
+
+    def _drop_context(self, left: torch.Tensor) -> torch.Tensor:
+        if self.context_dropout <= 0:
+            return left
+        if self.keep_context is None or self.keep_context.shape[1] != left.shape[1]:
+            self.keep_context = (torch.rand(left.shape[:2], device=left.device) >= self.context_dropout)
+        return left * self.keep_context.to(left.dtype).view(*left.shape[:2], 1, 1, 1, 1)
 
     def pad_time(self, layer: nn.Module, x: torch.Tensor, pad: int) -> torch.Tensor:
         """Pad the folded chunks of x (B*n, C, t, H, W) in time: `pad` past frames left, zeros right."""
@@ -37,7 +48,7 @@ class ChunkCache:
         before = self.tails.get(layer)
         if before is None:
             before = x.new_zeros(self.batch_size, 1, c, pad, h, w)
-        left = torch.cat([before, tails[:, :-1]], dim=1)
+        left = self._drop_context(torch.cat([before, tails[:, :-1]], dim=1))
         right = x.new_zeros(self.batch_size, chunks.shape[1], c, pad, h, w)
         self.tails[layer] = tails[:, -1:].clone()  # a copy, so the chunk's activations can be freed
         return torch.cat([left, chunks, right], dim=3).view(bn, c, t + 2 * pad, h, w)
@@ -47,6 +58,7 @@ def run_chunk(net: Callable, x: torch.Tensor, cache: ChunkCache) -> torch.Tensor
     """One call of a chunk-causal network on folded chunks; later calls are no longer the first frame."""
     y = net(x, cache)
     cache.first_frame = False
+    cache.keep_context = None  # the next call draws its own context mask
     return y
 
 

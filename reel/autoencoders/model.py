@@ -180,10 +180,15 @@ class VideoAutoencoder(AutoencoderBase):
     def streaming_decoder(self, tile_size: Optional[int] = None, tile_overlap: int = 0) -> StreamingDecoder:
         return StreamingDecoder(self, tile_size, tile_overlap)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Training pass over whole clips: (reconstruction, raw latents)."""
+    def forward(self, x: torch.Tensor, context_dropout: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Training pass over whole clips: (reconstruction, raw latents). context_dropout: the fraction
+        of (clip, chunk) pairs the decoder rebuilds without the previous chunks (see ChunkCache)."""
         z_raw = self.encode_raw(x)
-        return self.decode_raw(z_raw), z_raw
+        if context_dropout <= 0:
+            return self.decode_raw(z_raw), z_raw
+        cache = ChunkCache(z_raw.shape[0], context_dropout)
+        latent_chunk = self.chunk_frames // self.temporal_factor
+        return run_whole_clip(self.decoder, z_raw, latent_chunk, cache), z_raw
 
 
 def build_autoencoder(cfg_autoencoder: Any) -> VideoAutoencoder:

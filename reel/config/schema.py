@@ -123,6 +123,9 @@ class AutoencoderLossConfig:
     ssim: float = 0.2  # weight of (1 - SSIM), SSIM per frame
     edge: float = 2.0  # extra L1 weight on the target's edges (gradient magnitude, dilated)
     object: float = 2.0  # extra L1 weight on saturated, bright pixels (the objects of the shapes world)
+    # fraction of (clip, chunk) pairs the decoder rebuilds with its past context zeroed, so each latent
+    # frame must carry its own chunk's content (motion included) instead of borrowing it from its past
+    context_dropout: float = 0.0
     disc_weight: float = 0.0  # adversarial weight; 0 turns the discriminator off
     disc_start: int = 1000  # generator steps before the discriminator's loss is used
     disc_lr: float = 1e-4

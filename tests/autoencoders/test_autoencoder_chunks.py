@@ -135,3 +135,34 @@ def test_bad_clips_are_user_errors(tiny, shape, rule):
 def test_bad_latents_are_user_errors(tiny):
     with pytest.raises(ReelError, match="latents must be"):
         tiny.decode(torch.zeros(1, 5, 2, 4, 4))
+
+
+@torch.no_grad()
+def test_context_dropout_rebuilds_chosen_chunks_from_their_own_latent(tiny):
+    """train.ae.context_dropout: each (clip, chunk) is decoded either exactly as usual or exactly as
+    that chunk's latent alone with zero past context in every layer; both happen at 0.5."""
+    from reel.autoencoders.chunks import ChunkCache, run_chunk, run_whole_clip
+
+    z = tiny.encode_raw(clip(17, batch=4))
+    usual = tiny.decode_raw(z)
+    torch.manual_seed(3)
+    mixed = run_whole_clip(tiny.decoder, z, 1, ChunkCache(4, context_dropout=0.5))
+    kinds = []
+    for b in range(4):
+        assert torch.equal(mixed[b, :, :1], usual[b, :, :1])  # the first frame has no past anyway
+        all_kept = True
+        for c in range(1, 5):
+            frames = slice(1 + 4 * (c - 1), 1 + 4 * c)
+            no_past = ChunkCache(1)
+            no_past.first_frame = False  # a chunk, not the lone first frame, with nothing before it
+            alone = run_chunk(tiny.decoder, z[b:b + 1, :, c:c + 1], no_past)[0]
+            if torch.allclose(mixed[b, :, frames], alone, atol=1e-5):
+                kinds.append("dropped")
+                all_kept = False
+            else:
+                kinds.append("kept")
+                if all_kept:  # a kept chunk after kept ones is decoded exactly as usual
+                    assert torch.allclose(mixed[b, :, frames], usual[b, :, frames], atol=1e-6)
+    assert set(kinds) == {"kept", "dropped"}
+    x = clip(17, batch=4)  # the default leaves the training pass untouched
+    assert torch.equal(tiny(x)[0], tiny.decode_raw(tiny.encode_raw(x)))
