@@ -34,7 +34,7 @@ class ChunkCache:
     def _drop_context(self, left: torch.Tensor) -> torch.Tensor:
         if self.context_dropout <= 0:
             return left
-        if self.keep_context is None or self.keep_context.shape[1] != left.shape[1]:
+        if self.keep_context is None:  # run_chunk clears it, so each call draws one mask for all its layers
             self.keep_context = (torch.rand(left.shape[:2], device=left.device) >= self.context_dropout)
         return left * self.keep_context.to(left.dtype).view(*left.shape[:2], 1, 1, 1, 1)
 

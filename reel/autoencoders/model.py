@@ -184,10 +184,8 @@ class VideoAutoencoder(AutoencoderBase):
         """Training pass over whole clips: (reconstruction, raw latents). context_dropout: the fraction
         of (clip, chunk) pairs the decoder rebuilds without the previous chunks (see ChunkCache)."""
         z_raw = self.encode_raw(x)
-        if context_dropout <= 0:
-            return self.decode_raw(z_raw), z_raw
-        cache = ChunkCache(z_raw.shape[0], context_dropout)
         latent_chunk = self.chunk_frames // self.temporal_factor
+        cache = ChunkCache(z_raw.shape[0], context_dropout)
         return run_whole_clip(self.decoder, z_raw, latent_chunk, cache), z_raw
 
 
