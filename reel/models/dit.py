@@ -158,10 +158,9 @@ class DiT(nn.Module):
         nn.init.xavier_uniform_(self.patch_embed.weight.view(self.patch_embed.out_channels, -1))
         for linear in (self.time_embed.mlp[0], self.time_embed.mlp[2], self.time_modulation[1]):
             nn.init.normal_(linear.weight, std=0.02)
-        for mlp in (self.pooled_text, self.frame_text):
-            if mlp is not None:
-                for linear in (mlp[0], mlp[2]):
-                    nn.init.normal_(linear.weight, std=0.02)
+        # the caption MLPs keep their xavier start: at the 0.02 scale of the timestep MLP, the caption's
+        # product with the position embedding (what makes a prompt-dependent layout) sat on a plateau for
+        # thousands of steps (benchmarks/RESULTS.md, "A prompt-dependent layout")
         # zero output layers: every block starts as the identity, with no text and no output
         for block in self.blocks:
             nn.init.zeros_(block.cross_attn.out.weight)
