@@ -2,7 +2,7 @@
 # Recipe for the bundled demo DiT (reel/assets/demo_dit): dit-tiny with 2x2 patches on the shapes world in
 # the bundled demo autoencoder's latent space. Rerun it to reproduce the weights; a killed run resumes.
 #   tools/train_demo_dit.sh [RUN_DIR] [STEPS] [CLIPS]
-# Two stages (2 CPU cores, ~5 steps/s at batch 8):
+# Three stages (2 CPU cores, ~5 steps/s at batch 8; ~76 minutes with the encoding):
 #   1. layout: 2500 steps at t ~ 1 only, where the target is the prompt's mean clip. This is where the
 #      model learns a prompt-dependent layout (which way the object travels); in ordinary training under 2%
 #      of samples land there and the direction stays on a plateau (benchmarks/RESULTS.md).
