@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
+from reel.data.latent_shards import LatentShardDataset
 from reel.data.shapes import caption
 from reel.sample.pipeline import TextToVideoPipeline
 
@@ -34,10 +34,8 @@ PAIRS = {  # attribute pair -> the two groups of training clips and the two prom
 
 
 def load_latents(folder: Path):
-    rows = [json.loads(line) for line in (folder / "captions.jsonl").read_text().splitlines() if line]
-    index = json.loads((folder / "index.json").read_text())
-    latents = torch.cat([load_file(str(folder / shard["file"]))["latents"] for shard in index["shards"]])
-    return rows, latents.float()
+    dataset = LatentShardDataset(folder)
+    return dataset.rows, torch.stack([dataset[i]["latents"] for i in range(len(dataset))]).float()
 
 
 def group_mean(rows, latents, **labels) -> torch.Tensor:

@@ -20,24 +20,27 @@ REEL=${REEL:-.venv/bin/reel}
 OUT=reel/assets/demo_dit
 LATENTS=runs/latents/demo-$CLIPS
 MODEL="model.patch_size=[1,2,2] model.frame_embedding=true model.spatial_embedding=true model.pooled_text=true"
-COMMON="train.batch_size=8 train.ema_decay=0.998 train.log_every=50 train.ckpt_every=500 train.keep_last=2
-        train.preview_every=100000 train.precision=fp32 train.resume=latest"
+train_dit() {  # the settings every stage shares; later arguments override them
+    $REEL train dit experiment=shapes-64 data=latents data.latents="$LATENTS" train.batch_size=8 \
+        train.ema_decay=0.998 train.log_every=50 train.ckpt_every=500 train.keep_last=2 \
+        train.preview_every=100000 train.precision=fp32 train.resume=latest "$@"
+}
 
 [ -f "$LATENTS/index.json" ] || $REEL data encode experiment=shapes-64 out_dir="$LATENTS" num_clips="$CLIPS" batch_size=16
 
 # stage 1: the prompt's layout, at t ~ 0.9975 (logit-normal at 6 +- 0.1), no caption dropout
-$REEL train dit experiment=shapes-64 data=latents data.latents="$LATENTS" seed=0 $MODEL $COMMON \
+train_dit seed=0 $MODEL \
     train.run_dir="${RUN_DIR}_layout" train.steps=2500 train.lr=2e-3 train.lr_schedule=constant \
     train.warmup_steps=100 train.ema_decay=0.99 train.fm.logit_mean=6 train.fm.logit_std=0.1 \
     train.fm.caption_dropout=0
 
 # stage 2: every noise level (logit-normal at 1 +- 1.5: ~20% of samples above t = 0.9)
-$REEL train dit experiment=shapes-64 data=latents data.latents="$LATENTS" seed=1 $COMMON \
+train_dit seed=1 \
     train.init_from="${RUN_DIR}_layout/dit" train.run_dir="$RUN_DIR" train.steps="$STEPS" train.lr=1e-3 \
     train.warmup_steps=100 train.min_lr_ratio=0.1 train.fm.logit_mean=1 train.fm.logit_std=1.5
 
 # stage 3: sharper objects (squares' corners) at the default noise levels, lower lr, from stage 2
-$REEL train dit experiment=shapes-64 data=latents data.latents="$LATENTS" seed=2 $COMMON \
+train_dit seed=2 \
     train.init_from="$RUN_DIR/dit" train.run_dir="${RUN_DIR}_detail" train.steps=3000 train.lr=3e-4 \
     train.warmup_steps=50 train.min_lr_ratio=0.1
 
