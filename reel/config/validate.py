@@ -180,6 +180,8 @@ def _validate_train(cfg: DictConfig) -> None:
         _fail("train.fm.chunk_times", "true", "needs a block-causal model: set model.causal_chunk")
     if not 0.0 <= train.ae.context_dropout < 1.0:
         _fail("train.ae.context_dropout", train.ae.context_dropout, "must be in [0, 1)")
+    if train.ae.latent_noise < 0:
+        _fail("train.ae.latent_noise", train.ae.latent_noise, "must be >= 0")
     _validate_distill(train.distill)
 
 

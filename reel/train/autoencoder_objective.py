@@ -112,7 +112,7 @@ class AutoencoderObjective:
 
     def __call__(self, model: nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
         target = batch["video"]
-        recon, _ = model(target, context_dropout=self.cfg.context_dropout)
+        recon, _ = model(target, context_dropout=self.cfg.context_dropout, latent_noise=self.cfg.latent_noise)
         loss, metrics = self.reconstruction_loss(recon, target)
         if self.disc is not None and step >= self.cfg.disc_start:
             self._train_discriminator(recon.detach().float(), target.float(), metrics)

@@ -166,3 +166,19 @@ def test_context_dropout_rebuilds_chosen_chunks_from_their_own_latent(tiny):
     assert set(kinds) == {"kept", "dropped"}
     x = clip(17, batch=4)  # the default leaves the training pass untouched
     assert torch.equal(tiny(x)[0], tiny.decode_raw(tiny.encode_raw(x)))
+
+
+@torch.no_grad()
+def test_latent_noise_decodes_perturbed_latents_and_returns_the_clean_ones(tiny):
+    """train.ae.latent_noise: the decoder sees z + u * s * latent_std * eps (u ~ U(0, 1) per clip), the
+    returned latents stay clean, and u differs between clips."""
+    x = clip(9, batch=3)
+    z = tiny.encode_raw(x)
+    torch.manual_seed(5)
+    recon, z_out = tiny(x, latent_noise=0.3)
+    assert torch.equal(z_out, z)
+    torch.manual_seed(5)
+    u = torch.rand(3, 1, 1, 1, 1) * 0.3
+    noisy = z + u * tiny.latent_std.view(1, -1, 1, 1, 1) * torch.randn_like(z)
+    assert torch.equal(recon, tiny.decode_raw(noisy))
+    assert not torch.allclose(recon, tiny.decode_raw(z), atol=1e-3) and len(set(u.flatten().tolist())) == 3

@@ -67,3 +67,23 @@ def test_info_on_export_run_and_presets(trained):
 def test_missing_checkpoint_is_one_line(tmp_path):
     result = run_reel("eval", "autoencoder", f"checkpoint={tmp_path / 'nope'}")
     assert result.returncode == 2 and "nope" in result.stderr.strip().splitlines()[-1]
+
+
+def test_freeze_encoder_trains_the_decoder_alone(trained, tmp_path):
+    base = trained / "autoencoder"
+    result = run_reel("train", "ae", *TINY, f"autoencoder.checkpoint={base}", "train.ae.freeze_encoder=true",
+                      f"train.run_dir={tmp_path / 'dec'}", "train.steps=2", "train.batch_size=2", "train.lr=2e-3",
+                      "train.warmup_steps=1", "train.ckpt_every=2", "train.preview_every=100", "train.precision=fp32")
+    assert result.returncode == 0, result.stderr[-2000:]
+    before, after = load_autoencoder(base).state_dict(), load_autoencoder(tmp_path / "dec" / "autoencoder").state_dict()
+    encoder = [k for k in before if k.startswith("encoder.")]
+    decoder = [k for k in before if k.startswith("decoder.")]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)  # same latent space, bit for bit
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+    assert torch.equal(before["latent_std"], after["latent_std"])
+
+
+def test_freeze_encoder_without_a_checkpoint_is_one_line(tmp_path):
+    result = run_reel("train", "ae", *TINY, "train.ae.freeze_encoder=true", f"train.run_dir={tmp_path / 'r'}")
+    assert result.returncode == 2
+    assert "train.ae.freeze_encoder" in result.stderr.strip().splitlines()[-1]

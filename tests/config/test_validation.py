@@ -77,6 +77,7 @@ def test_shapes_world_canvas_rule():
     ("data.buckets=[64x64x10]", "data.buckets[64x64x10]=10"),
     ("data.max_bad_fraction=1.5", "data.max_bad_fraction=1.5"),
     ("train.ae.context_dropout=1.0", "train.ae.context_dropout=1.0: must be in [0, 1)"),
+    ("train.ae.latent_noise=-0.1", "train.ae.latent_noise=-0.1: must be >= 0"),
     ("model.hidden_size=100", "model.hidden_size=100"),
     ("text_encoder=local", "text_encoder.path=None"),
 ])
