@@ -6,6 +6,7 @@ safetensors. A folder is written under a temporary name and renamed into place.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -19,7 +20,7 @@ from reel.atomic import atomic_folder
 from reel.autoencoders.arch import KIND, autoencoder_config_dict, plain_config, resolve_arch
 from reel.autoencoders.model import AutoencoderBase, VideoAutoencoder
 from reel.checkpoint_folder import (CONFIG_FILE, EXTRA_INFO_KEY, load_weights, require_folder, save_weights,
-                                    weight_shapes, weights_digest, weights_path)
+                                    weight_shapes, weights_path)
 from reel.checkpoint_folder import read_extra_info as read_folder_extra_info
 from reel.config.schema import AutoencoderConfig
 from reel.errors import ReelError
@@ -129,11 +130,24 @@ def autoencoder_from_config(cfg_autoencoder: Any, device: Union[str, torch.devic
 
 
 def autoencoder_identity(path: Union[str, Path]) -> str:
-    """The config name (a diffusers folder's class) and a hash of the weights (and its normalisation): latents are
-    only comparable under one identity."""
+    """The config name (a diffusers folder's class) and a hash of what makes the latents (a reel folder: every
+    weight but the decoder's, the normalisation included): latents are only comparable under one identity, and
+    a decoder fine-tuned with the encoder frozen keeps it."""
     path = resolve_checkpoint_path(path)
     backend = _diffusers_backend(path)
     if backend is not None:
         return backend.diffusers_identity(path)
-    digest = weights_digest(path)
-    return f"{read_autoencoder_config(path).name}-{digest[:16]}"
+    return f"{read_autoencoder_config(path).name}-{latent_space_digest(path)[:16]}"
+
+
+def latent_space_digest(path: Path) -> str:
+    """sha256 over the name, dtype, shape and bytes of every stored tensor outside the decoder, by name."""
+    digest = hashlib.sha256()
+    state = load_weights(path)
+    for name in sorted(state):
+        if name.startswith("decoder."):
+            continue
+        tensor = state[name].contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()

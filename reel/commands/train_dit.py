@@ -67,7 +67,7 @@ def _dit_loader(cfg, ranks, ae_identity: str, text_identity: str):
 def initial_model(cfg, latent_channels: int, text_dim: int):
     """A new DiT from cfg.model, or the DiT folder train.init_from (whose model config then replaces
     cfg.model, except a model.causal_chunk set here: the same weights fine-tuned block-causal, and position
-    embeddings switched on here: added at zero); with train.lora.rank > 0, adapters on it and only they
+    embeddings switched on here: added at zero; its sampling settings fill the ones left unset); with train.lora.rank > 0, adapters on it and only they
     train."""
     from omegaconf import OmegaConf, open_dict
 
@@ -91,6 +91,10 @@ def initial_model(cfg, latent_channels: int, text_dim: int):
                 cfg.model.causal_chunk = causal_chunk  # causality changes no weight: rebuild and load them
             for key in gained:
                 cfg.model[key] = True
+            # a fine-tune samples like the model it starts from (steps, guidance, solver, ...) unless set here
+            for key, value in (folder.get("sample") or {}).items():
+                if value is not None and cfg.sample.get(key) is None:
+                    cfg.sample[key] = value
         if cfg.model.causal_chunk != folder.model.get("causal_chunk") or gained:
             validate_config(cfg)  # the chunk against the folder's patch size and sparse tiles
             rebuilt = build_dit(cfg.model, latent_channels, text_dim)

@@ -153,6 +153,9 @@ class FlowMatchingConfig:
     # diffusion forcing (block-causal models only): each causal chunk of a clip gets its own training time,
     # so the model learns to denoise a chunk next to earlier chunks at any other noise level, clean included
     chunk_times: bool = False
+    # teacher forcing (block-causal models only): this fraction of clips keeps 1 to chunks - 1 leading
+    # causal chunks clean (t = 0, out of the loss), the context chunk-by-chunk sampling gives
+    clean_context_prob: float = 0.0
     preview_prompts: List[str] = field(default_factory=lambda: [
         "a red circle moving left", "a blue square moving up", "a yellow triangle moving right",
         "a green circle moving down"])

@@ -87,10 +87,10 @@ class FlowMatchingObjective:
         emb, mask = self.drop_captions(text)
         t = self.training_times(model, x0)
         noise = torch.randn_like(x0)
-        clean_first = self.image_conditioned(x0.shape[0], x0.device)
+        prefix = self.clean_prefix(model, x0)
         model_t, keep = t, None
-        if clean_first is not None:
-            model_t, keep = first_frame_times(t, clean_first, x0.shape[2], self.patch_size[0])
+        if prefix is not None:
+            model_t, keep = prefix_times(t, prefix, x0.shape[2], self.patch_size[0])
         if model_t.dim() == 1:
             x_t = interpolate(x0, noise, model_t)
         else:
@@ -128,6 +128,29 @@ class FlowMatchingObjective:
         t = sample_training_times(batch * chunks, cfg.logit_mean, cfg.logit_std, cfg.shift, x0.device)
         return t.view(batch, chunks).repeat_interleave(chunk, dim=1)[:, :groups]
 
+    def clean_prefix(self, model, x0: torch.Tensor) -> Optional[torch.Tensor]:
+        """(B,) leading frame groups kept clean (t = 0) and out of the loss, or None when neither
+        train.fm.first_frame_prob nor train.fm.clean_context_prob is on. first_frame_prob: the first group
+        (image-to-video). clean_context_prob (teacher forcing, block-causal models): 1 to chunks - 1 whole
+        causal chunks, uniformly, so the model denoises a chunk after clean context, as chunk-by-chunk
+        sampling runs it."""
+        batch, device = x0.shape[0], x0.device
+        prefix = None
+        clean_first = self.image_conditioned(batch, device)
+        if clean_first is not None:
+            prefix = clean_first.long()
+        prob = float(getattr(self.cfg, "clean_context_prob", 0.0))
+        if prob > 0:
+            chunk = getattr(getattr(model, "module", model), "causal_chunk", None)
+            if chunk is None:
+                raise ValueError("train.fm.clean_context_prob needs a block-causal model (model.causal_chunk)")
+            chunks = -(-(x0.shape[2] // self.patch_size[0]) // chunk)
+            chosen = torch.rand(batch, device=device) < prob
+            context = torch.randint(1, max(chunks, 2), (batch,), device=device) * chunk
+            context = torch.where(chosen & (chunks > 1), context, torch.zeros_like(context))
+            prefix = context if prefix is None else torch.maximum(prefix, context)
+        return prefix
+
     def image_conditioned(self, batch: int, device: torch.device) -> Optional[torch.Tensor]:
         """(batch,) bool: the clips trained image-to-video this step (None when train.fm.first_frame_prob is 0,
         so the random stream is that of plain text-to-video training)."""
@@ -137,13 +160,14 @@ class FlowMatchingObjective:
         return torch.rand(batch, device=device) < prob
 
 
-def first_frame_times(t: torch.Tensor, clean_first: torch.Tensor, latent_frames: int,
-                      temporal_patch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-frame-group times (B, G) from t (B,) or (B, G), with the first group at t = 0 where `clean_first`,
+def prefix_times(t: torch.Tensor, prefix: torch.Tensor, latent_frames: int,
+                 temporal_patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame-group times (B, G) from t (B,) or (B, G), with each clip's first `prefix` groups at t = 0,
     and the per-latent-frame loss weights (B, T): 0 on those clean frames."""
     groups = latent_frames // temporal_patch
     frame_t = (t[:, None].expand(-1, groups) if t.dim() == 1 else t).clone()
-    frame_t[:, 0] = torch.where(clean_first, torch.zeros_like(frame_t[:, 0]), frame_t[:, 0])
+    clean = torch.arange(groups, device=t.device)[None, :] < prefix[:, None]
+    frame_t = torch.where(clean, torch.zeros_like(frame_t), frame_t)
     keep = torch.ones(t.shape[0], latent_frames, device=t.device)
-    keep[:, :temporal_patch] = (~clean_first).float()[:, None]
+    keep[:, :groups * temporal_patch] = (~clean).float().repeat_interleave(temporal_patch, dim=1)
     return frame_t, keep

@@ -129,3 +129,20 @@ def test_latent_normalisation(tiny_cfg):
         model.set_latent_stats(mean, torch.zeros(4))
     with pytest.raises(ReelError, match="4 values"):
         model.set_latent_stats([0.0], [1.0])
+
+
+def test_identity_follows_the_latent_space_not_the_decoder(tmp_path, tiny_cfg, trained_looking):
+    from reel.autoencoders.checkpoint import autoencoder_identity
+
+    base = autoencoder_identity(save_autoencoder(trained_looking, tmp_path / "a", tiny_cfg, dtype=torch.float32))
+    variant = build(tiny_cfg, seed=3)
+    variant.load_state_dict(trained_looking.state_dict())
+    with torch.no_grad():
+        next(variant.decoder.parameters()).add_(1.0)  # a fine-tuned decoder: same latents
+    assert autoencoder_identity(save_autoencoder(variant, tmp_path / "b", tiny_cfg, dtype=torch.float32)) == base
+    with torch.no_grad():
+        next(variant.encoder.parameters()).add_(1.0)
+    assert autoencoder_identity(save_autoencoder(variant, tmp_path / "c", tiny_cfg, dtype=torch.float32)) != base
+    variant.load_state_dict(trained_looking.state_dict())
+    variant.set_latent_stats(torch.zeros(4), torch.ones(4))  # other normalisation: other latents
+    assert autoencoder_identity(save_autoencoder(variant, tmp_path / "d", tiny_cfg, dtype=torch.float32)) != base

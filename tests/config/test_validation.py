@@ -78,6 +78,7 @@ def test_shapes_world_canvas_rule():
     ("data.max_bad_fraction=1.5", "data.max_bad_fraction=1.5"),
     ("train.ae.context_dropout=1.0", "train.ae.context_dropout=1.0: must be in [0, 1)"),
     ("train.ae.latent_noise=-0.1", "train.ae.latent_noise=-0.1: must be >= 0"),
+    ("train.fm.clean_context_prob=0.5", "train.fm.clean_context_prob=0.5: needs a block-causal model"),
     ("model.hidden_size=100", "model.hidden_size=100"),
     ("text_encoder=local", "text_encoder.path=None"),
 ])

@@ -202,3 +202,23 @@ def test_chunk_times_need_a_block_causal_model_config():
         load_config(["train.fm.chunk_times=true"])
     cfg, _ = load_config(["train.fm.chunk_times=true", "model.causal_chunk=1"])
     assert cfg.train.fm.chunk_times
+
+
+def test_clean_context_keeps_whole_leading_chunks_clean_and_out_of_the_loss():
+    torch.manual_seed(0)
+    x0 = torch.randn(64, 3, 5, 2, 2)  # 5 latent frames: chunks of 2, 2 and 1
+    null = TextEmbeddings(torch.zeros(1, 6, 8), torch.zeros(1, 6, dtype=torch.bool), torch.zeros(1, 8))
+    objective = FlowMatchingObjective(FlowMatchingConfig(caption_dropout=0.0, clean_context_prob=0.5),
+                                      Conditioner(None, None), null)
+    oracle = ChunkedOracle(x0, causal_chunk=2)
+    loss, _ = objective(oracle, _latent_batch(x0), step=1)
+    t = oracle.seen["t"]
+    prefixes = (t == 0).sum(dim=1)
+    assert set(prefixes.tolist()) == {0, 2, 4}  # none, or one or two whole chunks, never the last
+    for b, k in enumerate(prefixes.tolist()):
+        assert bool((t[b, :k] == 0).all() and (t[b, k:] == t[b, k]).all() and t[b, k] > 0)
+        assert torch.equal(oracle.seen["x_t"][b, :, :k], x0[b, :, :k])  # the context is the clean latent
+    assert 16 < int((prefixes > 0).sum()) < 48
+    assert loss.item() < 1e-8  # the clean chunks (where the oracle is wildly wrong) are not scored
+    with pytest.raises(ValueError, match="clean_context_prob needs a block-causal model"):
+        objective(lambda *a: None, _latent_batch(x0), step=1)

@@ -176,6 +176,7 @@ def test_init_from_a_dit_folder_takes_causal_chunk_from_the_command_line(tmp_pat
 
     base, _ = load_config(QUIET)
     base.model = tiny_config(attention=ATTENTION)
+    base.sample.guidance, base.sample.steps = 2.0, 12
     teacher = tiny_dit(attention=ATTENTION).eval()
     save_dit(teacher, tmp_path / "teacher", base)
 
@@ -185,6 +186,8 @@ def test_init_from_a_dit_folder_takes_causal_chunk_from_the_command_line(tmp_pat
 
     causal, cfg = start(tmp_path / "teacher", "model.causal_chunk=1", "train.fm.chunk_times=true")
     assert cfg.model.causal_chunk == 1 and causal.causal_chunk == 1 and cfg.model.hidden_size == 32
+    assert cfg.sample.guidance == 2.0 and cfg.sample.steps == 12  # the folder's sampling defaults, unless set
+    assert start(tmp_path / "teacher", "sample.guidance=3")[1].sample.guidance == 3.0
     for name, tensor in teacher.state_dict().items():
         assert torch.equal(causal.state_dict()[name], tensor), name
     latents, t, text, mask = tiny_inputs(frames=3)
