@@ -67,8 +67,8 @@ def _dit_loader(cfg, ranks, ae_identity: str, text_identity: str):
 def initial_model(cfg, latent_channels: int, text_dim: int):
     """A new DiT from cfg.model, or the DiT folder train.init_from (whose model config then replaces
     cfg.model, except a model.causal_chunk set here: the same weights fine-tuned block-causal, and position
-    embeddings switched on here: added at zero; its sampling settings fill the ones left unset); with train.lora.rank > 0, adapters on it and only they
-    train."""
+    embeddings switched on here: added at zero; its sampling settings fill the ones left unset); with
+    train.lora.rank > 0, adapters on it and only they train."""
     from omegaconf import OmegaConf, open_dict
 
     from reel.models.dit import POSITION_EMBEDDINGS, build_dit
