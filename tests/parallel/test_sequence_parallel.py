@@ -47,7 +47,8 @@ def losses(run_dir):
 
 def assert_same_losses(a, b):
     for x, y in zip(losses(a), losses(b)):
-        assert abs(x["loss"] - y["loss"]) <= 1e-4, (x["step"], x["loss"], y["loss"])
+        # fp32 sums split over ranks round differently (by ~1e-4 relative on AVX-512 CPUs)
+        assert abs(x["loss"] - y["loss"]) <= 2e-4 * max(1.0, abs(y["loss"])), (x["step"], x["loss"], y["loss"])
         assert abs(x["grad_norm"] - y["grad_norm"]) <= 1e-4 * max(1.0, y["grad_norm"]), (x["step"], x, y)
         assert x["samples_per_s"] > 0
 
