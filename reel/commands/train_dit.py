@@ -106,9 +106,10 @@ def initial_model(cfg, latent_channels: int, text_dim: int):
             model = rebuilt
     else:
         model = build_dit(cfg.model, latent_channels, text_dim)
-    if cfg.train.fm.chunk_times and model.causal_chunk is None:
-        raise ReelError(f"train.fm.chunk_times=true: the DiT of train.init_from={cfg.train.init_from} is not "
-                        f"block-causal; set model.causal_chunk")
+    for key in ("chunk_times", "clean_context_prob"):  # what only a block-causal model can train with
+        if cfg.train.fm[key] and model.causal_chunk is None:
+            raise ReelError(f"train.fm.{key}={str(cfg.train.fm[key]).lower()}: the DiT of "
+                            f"train.init_from={cfg.train.init_from} is not block-causal; set model.causal_chunk")
     lora = cfg.train.lora
     if lora.rank:
         from reel.models.lora import add_lora

@@ -176,13 +176,11 @@ def _validate_train(cfg: DictConfig) -> None:
     _positive("train.fm.logit_std", fm.logit_std)
     _positive("train.fm.shift", fm.shift)
     _positive("train.fm.preview_steps", fm.preview_steps)
-    if fm.chunk_times and cfg.model.causal_chunk is None and not train.init_from:  # init_from: its model decides
-        _fail("train.fm.chunk_times", "true", "needs a block-causal model: set model.causal_chunk")
     if not 0.0 <= fm.clean_context_prob <= 1.0:
         _fail("train.fm.clean_context_prob", fm.clean_context_prob, "must be between 0 and 1")
-    if fm.clean_context_prob > 0 and cfg.model.causal_chunk is None and not train.init_from:
-        _fail("train.fm.clean_context_prob", fm.clean_context_prob,
-              "needs a block-causal model: set model.causal_chunk")
+    for key in ("chunk_times", "clean_context_prob"):  # init_from: its model decides
+        if fm[key] and cfg.model.causal_chunk is None and not train.init_from:
+            _fail(f"train.fm.{key}", str(fm[key]).lower(), "needs a block-causal model: set model.causal_chunk")
     if not 0.0 <= train.ae.context_dropout < 1.0:
         _fail("train.ae.context_dropout", train.ae.context_dropout, "must be in [0, 1)")
     if train.ae.latent_noise < 0:

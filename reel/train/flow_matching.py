@@ -120,9 +120,7 @@ class FlowMatchingObjective:
         cfg, batch = self.cfg, x0.shape[0]
         if not getattr(cfg, "chunk_times", False):
             return sample_training_times(batch, cfg.logit_mean, cfg.logit_std, cfg.shift, x0.device)
-        chunk = getattr(getattr(model, "module", model), "causal_chunk", None)  # frame groups per chunk
-        if chunk is None:
-            raise ValueError("train.fm.chunk_times needs a block-causal model (model.causal_chunk)")
+        chunk = causal_chunk_of(model, "train.fm.chunk_times")
         groups = x0.shape[2] // self.patch_size[0]
         chunks = -(-groups // chunk)
         t = sample_training_times(batch * chunks, cfg.logit_mean, cfg.logit_std, cfg.shift, x0.device)
@@ -141,14 +139,12 @@ class FlowMatchingObjective:
             prefix = clean_first.long()
         prob = float(getattr(self.cfg, "clean_context_prob", 0.0))
         if prob > 0:
-            chunk = getattr(getattr(model, "module", model), "causal_chunk", None)
-            if chunk is None:
-                raise ValueError("train.fm.clean_context_prob needs a block-causal model (model.causal_chunk)")
+            chunk = causal_chunk_of(model, "train.fm.clean_context_prob")
             chunks = -(-(x0.shape[2] // self.patch_size[0]) // chunk)
-            chosen = torch.rand(batch, device=device) < prob
-            context = torch.randint(1, max(chunks, 2), (batch,), device=device) * chunk
-            context = torch.where(chosen & (chunks > 1), context, torch.zeros_like(context))
-            prefix = context if prefix is None else torch.maximum(prefix, context)
+            if chunks > 1:  # a single chunk has no context to give
+                chosen = torch.rand(batch, device=device) < prob
+                context = torch.randint(1, chunks, (batch,), device=device) * chunk * chosen
+                prefix = context if prefix is None else torch.maximum(prefix, context)
         return prefix
 
     def image_conditioned(self, batch: int, device: torch.device) -> Optional[torch.Tensor]:
@@ -158,6 +154,14 @@ class FlowMatchingObjective:
         if prob <= 0.0:
             return None
         return torch.rand(batch, device=device) < prob
+
+
+def causal_chunk_of(model, key: str) -> int:
+    """The model's causal chunk (frame groups per chunk); `key` names the setting that needs one."""
+    chunk = getattr(getattr(model, "module", model), "causal_chunk", None)
+    if chunk is None:
+        raise ValueError(f"{key} needs a block-causal model (model.causal_chunk)")
+    return chunk
 
 
 def prefix_times(t: torch.Tensor, prefix: torch.Tensor, latent_frames: int,
