@@ -129,6 +129,33 @@ def autoencoder_from_config(cfg_autoencoder: Any, device: Union[str, torch.devic
     return model
 
 
+LATENT_STATS = ("latent_mean", "latent_std")  # buffers of every reel autoencoder
+
+
+def warm_start(model: VideoAutoencoder, path: Union[str, Path]) -> list:
+    """Copy into `model` every tensor of the reel autoencoder at `path` with the same name and shape, except
+    the latent statistics (they belong to a latent space; `reel autoencoder stats` writes the new one's).
+    A new latent channel count keeps all but the encoder's head and the decoder's stem. Returns the names
+    left at their fresh initialisation; an architecture sharing under half of them is an error."""
+    path = resolve_checkpoint_path(path)
+    if _diffusers_backend(path) is not None:
+        raise ReelError(f"train.ae.warm_start={path}: a diffusers autoencoder; warm starts copy a reel DC-AE-V's "
+                        "tensors")
+    require_folder(path, "train.ae.warm_start", "an autoencoder folder")
+    stored = load_weights(path)
+    own = model.state_dict()
+    kept = {name: t for name, t in stored.items()
+            if name in own and name not in LATENT_STATS and tuple(t.shape) == tuple(own[name].shape)}
+    wanted = len(own) - len(LATENT_STATS)
+    if 2 * len(kept) < wanted:
+        raise ReelError(f"train.ae.warm_start={path}: only {len(kept)} of {wanted} tensors match the configured "
+                        f"autoencoder ({read_autoencoder_config(path).name} has another architecture)")
+    with torch.no_grad():
+        for name, t in kept.items():
+            own[name].copy_(t)
+    return [name for name in own if name not in kept]
+
+
 def autoencoder_identity(path: Union[str, Path]) -> str:
     """The config name (a diffusers folder's class) and a hash of what makes the latents (a reel folder: every
     weight but the decoder's, the normalisation included): latents are only comparable under one identity, and

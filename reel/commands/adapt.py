@@ -24,6 +24,23 @@ class AdaptArgs:
     source: Optional[str] = None  # the DiT folder to adapt (trained on autoencoder A)
     align_steps: int = 200  # stage 1 batches
     align_lr: float = 1e-3
+    # stage 2 from latents `reel data encode` wrote with autoencoder B (data.* still feeds stage 1's raw
+    # clips); unset, stage 2 encodes the clips of `data` with B as it trains
+    latents: Optional[str] = None
+
+
+def check_latents_of_b(latents: str, autoencoder_b: Optional[str]) -> None:
+    """Before stage 1: stage 2's latents must be autoencoder B's."""
+    from reel.autoencoders.checkpoint import autoencoder_identity
+    from reel.data.latent_shards import INDEX_FILE
+
+    index_path = Path(latents) / INDEX_FILE
+    if not index_path.is_file():
+        raise ReelError(f"latents={latents}: no {INDEX_FILE} (write it with reel data encode and autoencoder B)")
+    encoded_with = json.loads(index_path.read_text()).get("autoencoder_identity")
+    if not autoencoder_b or encoded_with != autoencoder_identity(autoencoder_b):
+        raise ReelError(f"latents={latents}: encoded with autoencoder {encoded_with}, not autoencoder.checkpoint="
+                        f"{autoencoder_b}; encode B's with reel data encode autoencoder.checkpoint={autoencoder_b}")
 
 
 def adapt_command(cfg, args: AdaptArgs) -> int:
@@ -45,6 +62,8 @@ def adapt_command(cfg, args: AdaptArgs) -> int:
                         "train.init_from=RUN_DIR/dit train.lora.rank=...")
     if cfg.data.kind == "latents":
         raise ReelError("data=latents: alignment encodes raw clips with both autoencoders; use a clip dataset")
+    if args.latents:
+        check_latents_of_b(args.latents, cfg.autoencoder.checkpoint)
     torch.manual_seed(cfg.seed)
     ranks = init_distributed(cfg.distributed.sp_size, cfg.distributed.backend)
     source, source_cfg = load_dit(args.source)
@@ -78,6 +97,8 @@ def adapt_command(cfg, args: AdaptArgs) -> int:
         barrier()
     with open_dict(cfg):
         cfg.train.init_from = str(aligned)
+        if args.latents:
+            cfg.data.name, cfg.data.kind, cfg.data.latents = "latents", "latents", args.latents
     return train_dit_command(cfg, TrainDitArgs())
 
 
@@ -88,4 +109,5 @@ COMMAND = Command(
         "autoencoder.checkpoint=runs/ae16/autoencoder data=shapes train.run_dir=runs/adapt train.steps=500\n"
         "Stage 1 trains a new patch embedding so B's latents land where A's did (align_steps batches, the "
         "transformer frozen; RUN_DIR/aligned); stage 2 fine-tunes the whole model in B's space like reel train "
-        "dit. The text encoder must be the source's.")
+        "dit. The text encoder must be the source's. latents=DIR (written by reel data encode with autoencoder B) "
+        "makes stage 2 read precomputed latents instead of encoding data's clips.")

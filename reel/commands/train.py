@@ -72,6 +72,14 @@ def train_autoencoder_command(cfg, args: TrainAutoencoderArgs) -> int:
     if not isinstance(model, VideoAutoencoder):
         raise ReelError(f"autoencoder.checkpoint={cfg.autoencoder.checkpoint}: a diffusers autoencoder; reel train ae "
                         f"trains reel's DC-AE-V (leave autoencoder.checkpoint unset or give a reel folder)")
+    if cfg.train.ae.warm_start:
+        from reel.autoencoders.checkpoint import warm_start
+        if cfg.autoencoder.checkpoint:
+            raise ReelError(f"train.ae.warm_start={cfg.train.ae.warm_start}: autoencoder.checkpoint is set too; "
+                            "give one (a checkpoint resumes the same architecture, a warm start changes it)")
+        fresh = warm_start(model, cfg.train.ae.warm_start)
+        if ranks.is_main:
+            print(json.dumps({"warm_start": cfg.train.ae.warm_start, "fresh": fresh}), flush=True)
     if cfg.train.ae.freeze_encoder:
         if not cfg.autoencoder.checkpoint:
             raise ReelError("train.ae.freeze_encoder=true: set autoencoder.checkpoint=DIR (freezing a random "

@@ -132,6 +132,9 @@ class AutoencoderLossConfig:
     # decode latents + N(0, (u * latent_noise * latent_std)^2), u ~ U(0, 1) per clip: a decoder that
     # tolerates a diffusion model's imperfect latents (0 = off)
     latent_noise: float = 0.0
+    # an autoencoder folder whose tensors of the same name and shape start a new model (not its latent
+    # stats): e.g. another latent channel count keeps all but the encoder head and the decoder stem
+    warm_start: Optional[str] = None
     disc_weight: float = 0.0  # adversarial weight; 0 turns the discriminator off
     disc_start: int = 1000  # generator steps before the discriminator's loss is used
     disc_lr: float = 1e-4

@@ -146,3 +146,27 @@ def test_identity_follows_the_latent_space_not_the_decoder(tmp_path, tiny_cfg, t
     variant.load_state_dict(trained_looking.state_dict())
     variant.set_latent_stats(torch.zeros(4), torch.ones(4))  # other normalisation: other latents
     assert autoencoder_identity(save_autoencoder(variant, tmp_path / "d", tiny_cfg, dtype=torch.float32)) != base
+
+
+def test_warm_start_copies_every_matching_tensor_but_the_latent_stats(tmp_path, tiny_cfg, trained_looking):
+    """train.ae.warm_start: another latent channel count keeps all but the encoder head and decoder stem."""
+    from reel.autoencoders.checkpoint import warm_start
+
+    folder = save_autoencoder(trained_looking, tmp_path / "a", tiny_cfg, dtype=torch.float32)
+    wider_cfg = OmegaConf.merge(tiny_cfg, {"latent_channels": 8})
+    wider = build(wider_cfg, seed=5)
+    before = {k: v.clone() for k, v in wider.state_dict().items()}
+    fresh = warm_start(wider, folder)
+    assert fresh == ["latent_mean", "latent_std", "encoder.head.conv.weight", "encoder.head.conv.bias",
+                     "decoder.stem.conv.weight"]
+    source = trained_looking.state_dict()
+    for name, tensor in wider.state_dict().items():
+        expected = before[name] if name in fresh else source[name]
+        assert torch.equal(tensor, expected), name
+    assert torch.equal(wider.latent_std, torch.ones(8))  # stats belong to a latent space: not copied
+
+    other = build(OmegaConf.merge(tiny_cfg, {"latent_channels": 8, "arch": {"width_list": [16, 16, 32, 64]}}))
+    with pytest.raises(ReelError, match=r"^train.ae.warm_start=.*: only 1 of \d+ tensors match"):
+        warm_start(other, folder)
+    with pytest.raises(ReelError, match="train.ae.warm_start .*nope: no such folder"):
+        warm_start(wider, tmp_path / "nope")

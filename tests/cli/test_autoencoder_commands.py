@@ -87,3 +87,23 @@ def test_freeze_encoder_without_a_checkpoint_is_one_line(tmp_path):
     result = run_reel("train", "ae", *TINY, "train.ae.freeze_encoder=true", f"train.run_dir={tmp_path / 'r'}")
     assert result.returncode == 2
     assert "train.ae.freeze_encoder" in result.stderr.strip().splitlines()[-1]
+
+
+def test_warm_start_with_a_checkpoint_too_is_one_line(trained, tmp_path):
+    base = trained / "autoencoder"
+    result = run_reel("train", "ae", *TINY, f"autoencoder.checkpoint={base}", f"train.ae.warm_start={base}",
+                      f"train.run_dir={tmp_path / 'r'}")
+    assert result.returncode == 2
+    assert "train.ae.warm_start" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "r").exists()
+
+
+def test_warm_start_to_more_latent_channels_trains(trained, tmp_path):
+    result = run_reel("train", "ae", *TINY, "autoencoder.latent_channels=8",
+                      f"train.ae.warm_start={trained / 'autoencoder'}",
+                      f"train.run_dir={tmp_path / 'w'}", "train.steps=1", "train.batch_size=2",
+                      "train.warmup_steps=1", "train.preview_every=100", "train.precision=fp32")
+    assert result.returncode == 0, result.stderr[-2000:]
+    fresh = json.loads(next(line for line in result.stdout.splitlines() if '"warm_start"' in line))["fresh"]
+    assert "encoder.head.conv.weight" in fresh and "encoder.stem.weight" not in fresh
+    assert load_autoencoder(tmp_path / "w" / "autoencoder").latent_channels == 8
