@@ -9,6 +9,7 @@ import torch
 from omegaconf import MISSING
 
 from reel.commands import Command
+from reel.data.shapes import context_latent_frames
 from reel.errors import ReelError
 
 
@@ -20,7 +21,15 @@ class EncodeArgs:
     shard_size: int = 256
 
 
-def _rows(batch: dict, count: int) -> list[dict]:
+def check_turns(data_cfg, temporal_factor: int) -> None:
+    """Turns must fall on latent frame boundaries: turn_every a multiple of the autoencoder's temporal factor."""
+    shapes = data_cfg.get("shapes")
+    if shapes is not None and shapes.turn_prob > 0 and shapes.turn_every % temporal_factor:
+        raise ReelError(f"data.shapes.turn_every={shapes.turn_every}: must be a multiple of the autoencoder's "
+                        f"temporal factor {temporal_factor}, so turns fall between latent frames")
+
+
+def _rows(batch: dict, count: int, temporal_factor: int) -> list[dict]:
     rows = [{"caption": batch["caption"][i]} for i in range(count)]
     labels = batch.get("labels")
     if isinstance(labels, dict):
@@ -28,6 +37,9 @@ def _rows(batch: dict, count: int) -> list[dict]:
             for i in range(count):
                 value = values[i]
                 rows[i][key] = value.item() if isinstance(value, torch.Tensor) else value
+    for row in rows:
+        if "turn_frame" in row:  # a turning world: how many leading latent frames are clean context
+            row["context_latent_frames"] = context_latent_frames(row["turn_frame"], temporal_factor)
     return rows
 
 
@@ -41,6 +53,7 @@ def encode_command(cfg, args: EncodeArgs) -> int:
     if args.batch_size < 1 or args.shard_size < 1:
         raise ReelError(f"batch_size={args.batch_size}, shard_size={args.shard_size}: both must be positive")
     autoencoder, ae_identity = frozen_autoencoder(cfg)
+    check_turns(cfg.data, autoencoder.temporal_factor)
     text_encoder = text_encoder_of(cfg)
     dataset = build_dataset(cfg.data, seed=cfg.seed)
     shapes = {b.shape for b in dataset.bucket_of}
@@ -60,7 +73,7 @@ def encode_command(cfg, args: EncodeArgs) -> int:
             count = min(len(batch["caption"]), total - done)
             latents = autoencoder.encode(batch["video"][:count].float())
             text = text_encoder.encode(list(batch["caption"][:count]))
-            writer.add(latents, text.embeddings, text.mask, _rows(batch, count))
+            writer.add(latents, text.embeddings, text.mask, _rows(batch, count, autoencoder.temporal_factor))
             done += count
             bar.update(count)
             if done >= total:

@@ -64,6 +64,19 @@ def _dit_loader(cfg, ranks, ae_identity: str, text_identity: str):
     return training_loader(cfg, ranks)
 
 
+def check_turning_world(cfg, dataset, model) -> None:
+    """Clips that turn (data.shapes.turn_prob, raw or encoded) are captioned after the turn, so the frames
+    before it must be clean context, which only a block-causal model can take."""
+    rows = getattr(dataset, "rows", None)
+    turning = (cfg.data.kind in ("shapes", "mix") and cfg.data.shapes.turn_prob > 0) or \
+        bool(rows and "context_latent_frames" in rows[0])
+    if turning and getattr(model, "causal_chunk", None) is None:
+        source = f"data.latents={cfg.data.latents} (encoded from a turning world)" if rows else \
+            f"data.shapes.turn_prob={cfg.data.shapes.turn_prob}"
+        raise ReelError(f"{source}: turning clips need a block-causal model (model.causal_chunk), whose clean "
+                        "context holds the frames before the turn")
+
+
 def initial_model(cfg, latent_channels: int, text_dim: int):
     """A new DiT from cfg.model, or the DiT folder train.init_from (whose model config then replaces
     cfg.model, except a model.causal_chunk set here: the same weights fine-tuned block-causal, and position
@@ -137,6 +150,7 @@ def train_dit_command(cfg, args: TrainDitArgs) -> int:
     text_encoder = text_encoder_of(cfg)
     loader = _dit_loader(cfg, ranks, ae_identity, text_encoder.identity)
     model = initial_model(cfg, autoencoder.latent_channels, text_encoder.dim)
+    check_turning_world(cfg, loader.dataset, model)
     objective = FlowMatchingObjective(cfg.train.fm, Conditioner(autoencoder, text_encoder),
                                       text_encoder.encode([""]), tuple(cfg.model.patch_size))
     trainer = Trainer(cfg, model, objective, loader, preview=dit_preview(cfg, autoencoder, text_encoder))

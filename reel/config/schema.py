@@ -15,6 +15,12 @@ class ShapesWorldConfig:
     seed: int = 0
     num_clips: int = 10_000  # length of one epoch of the on-the-fly dataset (and of a mix)
     num_objects: int = 1
+    # turn clips (training block-causal models to follow a prompt switch, not part of the scored world): this
+    # fraction of clips changes direction at a frame k that is a multiple of turn_every (the autoencoder's
+    # temporal factor, so frames 0..k are whole latent frames); the caption names the direction after the
+    # turn and frames 0..k are clean context for the causal model (`reel data encode` records how many)
+    turn_prob: float = 0.0
+    turn_every: int = 4
 
 
 @dataclass

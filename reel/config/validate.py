@@ -84,6 +84,12 @@ def _validate_data(cfg: DictConfig) -> None:
                 _fail(f"data.{name}", size, "the shapes world needs a multiple of 16, at least 32")
         _positive("data.shapes.num_clips", data.shapes.num_clips)
         _positive("data.shapes.num_objects", data.shapes.num_objects)
+        _positive("data.shapes.turn_every", data.shapes.turn_every)
+        if not 0.0 <= data.shapes.turn_prob <= 1.0:
+            _fail("data.shapes.turn_prob", data.shapes.turn_prob, "must be in [0, 1]")
+        if data.shapes.turn_prob > 0 and data.num_frames - 1 < 2 * data.shapes.turn_every:
+            _fail("data.shapes.turn_prob", data.shapes.turn_prob, f"turns need num_frames - 1 >= 2 * turn_every "
+                  f"(a latent frame before and after the turn); data.num_frames={data.num_frames}")
     if data.kind == "latents" and not data.latents:
         _fail("data.latents", data.latents, "data.kind=latents needs the folder `reel data encode` wrote")
     if data.kind == "folder" and not data.metadata:

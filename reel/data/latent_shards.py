@@ -125,8 +125,11 @@ class LatentShardDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         number, row = self.locations[i]
         shard = self._shard(number)
-        return {"latents": shard["latents"][row], "text_emb": shard["text_emb"][row].float(),
+        item = {"latents": shard["latents"][row], "text_emb": shard["text_emb"][row].float(),
                 "text_mask": shard["text_mask"][row], "caption": self.rows[i]["caption"], "index": i}
+        if "context_latent_frames" in self.rows[i]:  # a turning world (data.shapes.turn_prob): every row has it
+            item["context_latent_frames"] = int(self.rows[i]["context_latent_frames"])
+        return item
 
 
 def check_shards_match(index: dict, autoencoder_identity: Optional[str], text_identity: Optional[str],

@@ -87,9 +87,15 @@ def render_clip(
     num_frames: int,
     num_objects: int = 1,
     labels: Optional[dict] = None,
+    turn_prob: float = 0.0,
+    turn_every: int = 4,
 ) -> ShapesClip:
-    """Clip `index` of the world `seed`; `labels` may force color, shape and/or direction."""
+    """Clip `index` of the world `seed`; `labels` may force color, shape and/or direction. With turn_prob > 0
+    (training data for prompt switches, outside the scored world) the labelled object may turn: see _turn."""
     template, background, objects = _sample_clip(seed, index, height, width, num_frames, num_objects, labels)
+    turn = None
+    if turn_prob > 0:
+        turn, objects[0] = _turn(seed, index, objects[0], height, width, num_frames, turn_prob, turn_every)
     frames = np.repeat(background[None], num_frames, axis=0)
     # Extra objects first, so the labelled one is drawn on top and never hidden.
     for obj in reversed(objects):
@@ -99,6 +105,9 @@ def render_clip(
     main = objects[0]
     clip_labels = {"color": main.color, "shape": main.shape, "direction": main.direction,
                    "seed": int(seed), "index": int(index)}
+    if turn_prob > 0:  # in every clip of a turning world, so batches collate: 0 = no turn
+        clip_labels["turn_frame"] = turn["frame"] if turn else 0
+        clip_labels["direction_before"] = turn["before"] if turn else main.direction
     if num_objects > 1:
         clip_labels["objects"] = [{"color": o.color, "shape": o.shape, "direction": o.direction} for o in objects]
     return ShapesClip(frames=frames, caption=caption(main.color, main.shape, main.direction, template),
@@ -191,6 +200,39 @@ def _trajectory(rng: np.random.Generator, height: int, width: int, num_frames: i
     return np.stack([xs, ys], axis=1)
 
 
+TURN_STREAM = 7919  # turns draw from their own generator, so a clip that does not turn is the world's clip
+
+
+def _turn(seed: int, index: int, obj: ObjectLayout, height: int, width: int, num_frames: int,
+          turn_prob: float, turn_every: int) -> tuple[Optional[dict], ObjectLayout]:
+    """With probability turn_prob, the object moves in another direction (uniform over the three) up to frame
+    k (a multiple of turn_every, with at least turn_every frames on each side) and in its labelled direction
+    from k on, at the world's speed, the whole path inside the canvas. Returns ({frame, before} or None,
+    the object)."""
+    rng = np.random.default_rng([int(seed), int(index), TURN_STREAM])
+    if rng.random() >= turn_prob:
+        return None, obj
+    frame = turn_every * int(rng.integers(1, (num_frames - 1 - turn_every) // turn_every + 1))
+    before = [d for d in DIRECTIONS if d != obj.direction][int(rng.integers(3))]
+    steps = np.arange(num_frames, dtype=np.float64)
+    offsets = np.zeros((num_frames, 2))
+    for direction, moving in ((before, np.minimum(steps, frame)), (obj.direction, np.maximum(steps - frame, 0))):
+        axis = 0 if direction in ("left", "right") else 1
+        speed = TRAVEL_FRACTION * (width, height)[axis] / max(num_frames - 1, 1)
+        offsets[:, axis] += (1.0 if direction in ("right", "down") else -1.0) * speed * moving
+    half = obj.size / 2
+    start = [rng.uniform(half - offsets[:, a].min(), extent - half - offsets[:, a].max())
+             for a, extent in enumerate((width, height))]
+    return {"frame": frame, "before": before}, ObjectLayout(obj.color, obj.shape, obj.direction, obj.size,
+                                                            np.asarray(start)[None, :] + offsets)
+
+
+def context_latent_frames(turn_frame: int, temporal_factor: int) -> int:
+    """Frames 0..turn_frame of a turning clip are context: 1 + turn_frame / temporal_factor latent frames (0 when
+    the clip does not turn)."""
+    return 1 + turn_frame // temporal_factor if turn_frame else 0
+
+
 def _paint(frames: np.ndarray, obj: ObjectLayout) -> None:
     """Alpha-blend the object's solid colour into float frames (T, H, W, 3), in place."""
     color = np.asarray(COLORS[obj.color], dtype=np.float64)
@@ -231,7 +273,7 @@ class ShapesDataset(torch.utils.data.Dataset):
     """An epoch of `num_clips` clips rendered on the fly; item i is always the same clip."""
 
     def __init__(self, seed: int, num_clips: int, height: int, width: int, num_frames: int,
-                 num_objects: int = 1):
+                 num_objects: int = 1, turn_prob: float = 0.0, turn_every: int = 4):
         _check_canvas(height, width, num_frames, num_objects)
         if num_clips < 1:
             raise ReelError(f"data.shapes.num_clips must be at least 1, got {num_clips}")
@@ -239,12 +281,14 @@ class ShapesDataset(torch.utils.data.Dataset):
         self.num_clips = int(num_clips)
         self.height, self.width, self.num_frames = int(height), int(width), int(num_frames)
         self.num_objects = int(num_objects)
+        self.turn_prob, self.turn_every = float(turn_prob), int(turn_every)
 
     @classmethod
     def from_config(cls, data_cfg) -> "ShapesDataset":
         shapes = data_cfg.shapes
         return cls(seed=shapes.seed, num_clips=shapes.num_clips, height=data_cfg.height,
-                   width=data_cfg.width, num_frames=data_cfg.num_frames, num_objects=shapes.num_objects)
+                   width=data_cfg.width, num_frames=data_cfg.num_frames, num_objects=shapes.num_objects,
+                   turn_prob=shapes.turn_prob, turn_every=shapes.turn_every)
 
     def __len__(self) -> int:
         return self.num_clips
@@ -253,7 +297,8 @@ class ShapesDataset(torch.utils.data.Dataset):
         if not -self.num_clips <= i < self.num_clips:
             raise IndexError(f"clip {i} out of range for {self.num_clips} clips")
         i = i % self.num_clips
-        clip = render_clip(self.seed, i, self.height, self.width, self.num_frames, self.num_objects)
+        clip = render_clip(self.seed, i, self.height, self.width, self.num_frames, self.num_objects,
+                           turn_prob=self.turn_prob, turn_every=self.turn_every)
         return {"video": to_tensor(clip.frames), "caption": clip.caption, "labels": clip.labels, "index": i}
 
 

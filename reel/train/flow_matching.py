@@ -87,7 +87,7 @@ class FlowMatchingObjective:
         emb, mask = self.drop_captions(text)
         t = self.training_times(model, x0)
         noise = torch.randn_like(x0)
-        prefix = self.clean_prefix(model, x0)
+        prefix = self.clean_prefix(model, x0, self.turn_context(batch))
         model_t, keep = t, None
         if prefix is not None:
             model_t, keep = prefix_times(t, prefix, x0.shape[2], self.patch_size[0])
@@ -126,12 +126,27 @@ class FlowMatchingObjective:
         t = sample_training_times(batch * chunks, cfg.logit_mean, cfg.logit_std, cfg.shift, x0.device)
         return t.view(batch, chunks).repeat_interleave(chunk, dim=1)[:, :groups]
 
-    def clean_prefix(self, model, x0: torch.Tensor) -> Optional[torch.Tensor]:
+    def turn_context(self, batch: dict) -> Optional[torch.Tensor]:
+        """(B,) leading latent frames that are context in a turning world's clips (data.shapes.turn_prob; 0 for
+        clips that do not turn): recorded by `reel data encode`, or computed from raw clips' labels."""
+        from reel.data.shapes import context_latent_frames
+
+        if "context_latent_frames" in batch:
+            return torch.as_tensor(batch["context_latent_frames"]).long()
+        labels = batch.get("labels")
+        if isinstance(labels, dict) and "turn_frame" in labels:
+            factor = self.conditioner.autoencoder.temporal_factor
+            return torch.tensor([context_latent_frames(int(k), factor) for k in labels["turn_frame"]])
+        return None
+
+    def clean_prefix(self, model, x0: torch.Tensor, turn_context: Optional[torch.Tensor] = None
+                     ) -> Optional[torch.Tensor]:
         """(B,) leading frame groups kept clean (t = 0) and out of the loss, or None when neither
         train.fm.first_frame_prob nor train.fm.clean_context_prob is on. first_frame_prob: the first group
         (image-to-video). clean_context_prob (teacher forcing, block-causal models): 1 to chunks - 1 whole
         causal chunks, uniformly, so the model denoises a chunk after clean context, as chunk-by-chunk
-        sampling runs it."""
+        sampling runs it. turn_context (latent frames, a turning world's clips): always clean, since the
+        caption describes the motion after the turn only; the prefix is the larger of the two."""
         batch, device = x0.shape[0], x0.device
         prefix = None
         clean_first = self.image_conditioned(batch, device)
@@ -145,6 +160,14 @@ class FlowMatchingObjective:
                 chosen = torch.rand(batch, device=device) < prob
                 context = torch.randint(1, chunks, (batch,), device=device) * chunk * chosen
                 prefix = context if prefix is None else torch.maximum(prefix, context)
+        if turn_context is not None:
+            chunk = causal_chunk_of(model, "data.shapes.turn_prob")
+            turn_context = turn_context.to(device)
+            if bool((turn_context % (chunk * self.patch_size[0])).any()):
+                raise ValueError(f"data.shapes.turn_prob: a turn after {turn_context.tolist()} latent frames is not on "
+                                 f"a causal chunk boundary ({chunk} x {self.patch_size[0]} latent frames per chunk)")
+            context = turn_context // self.patch_size[0]
+            prefix = context if prefix is None else torch.maximum(prefix, context)
         return prefix
 
     def image_conditioned(self, batch: int, device: torch.device) -> Optional[torch.Tensor]:

@@ -49,6 +49,31 @@ def test_encode_writes_shards_with_captions_and_labels(latents):
     assert 0.5 < dataset[0]["latents"].std() < 2  # normalised latents
 
 
+def test_a_turning_world_records_each_clips_context_and_trains_block_causal(tmp_path, common):
+    """data.shapes.turn_prob: encode stores how many leading latent frames are context (1 + turn_frame / 4),
+    the latent dataset returns it, and a block-causal DiT trains on it (a bidirectional one is refused)."""
+    out = tmp_path / "turns"
+    result = run_reel("data", "encode", *common, "data.shapes.turn_prob=0.5", f"out_dir={out}", "num_clips=8",
+                      "batch_size=8")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
+    assert {row["context_latent_frames"] for row in rows} == {0, 2}  # 9 frames: the only turn is at frame 4
+    assert all(row["context_latent_frames"] == (2 if row["turn_frame"] else 0) for row in rows)
+    dataset = LatentShardDataset(out)
+    assert [dataset[i]["context_latent_frames"] for i in range(8)] == [r["context_latent_frames"] for r in rows]
+    train = [*common, "data=latents", f"data.latents={out}", "train.steps=2", "train.batch_size=4",
+             "train.preview_every=100"]
+    causal = run_reel("train", "dit", *train, "model.causal_chunk=1", f"train.run_dir={tmp_path / 'c'}")
+    assert causal.returncode == 0, causal.stderr[-2000:]
+    bidirectional = run_reel("train", "dit", *train, f"train.run_dir={tmp_path / 'b'}")
+    assert bidirectional.returncode == 2
+    assert "turning clips need a block-causal model" in bidirectional.stderr.strip().splitlines()[-1]
+    misaligned = run_reel("data", "encode", *common, "data.shapes.turn_prob=0.5", "data.shapes.turn_every=2",
+                          f"out_dir={tmp_path / 'x'}", "num_clips=2")
+    assert misaligned.returncode == 2
+    assert "data.shapes.turn_every=2: must be a multiple" in misaligned.stderr.strip().splitlines()[-1]
+
+
 def test_training_on_latents_lowers_the_flow_matching_loss(trained):
     losses = [json.loads(line)["loss"] for line in (trained / "log.jsonl").read_text().splitlines()]
     assert len(losses) == 40

@@ -14,6 +14,7 @@ from reel.data.shapes import (
     SHAPES,
     TEMPLATES,
     ShapesDataset,
+    _turn,
     all_label_combos,
     caption,
     layout_clip,
@@ -228,3 +229,34 @@ def test_make_shapes_writes_clips_and_metadata(tmp_path):
         assert (tmp_path / "world" / row["path"]).is_file()
     leftovers = [p.name for p in (tmp_path / "world").rglob("*") if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_turning_clips_change_direction_at_a_latent_frame_boundary_inside_the_canvas():
+    """data.shapes.turn_prob: the object moves direction_before up to frame k (a multiple of turn_every) and its
+    labelled direction after it, at the world's speed, inside the canvas; clips that do not turn are the world's."""
+    turned, kept, frames_seen = 0, 0, set()
+    for index in range(60):
+        clip = render_clip(3, index, 64, 64, 17, turn_prob=0.5)
+        labels, k = clip.labels, clip.labels["turn_frame"]
+        if not k:
+            kept += 1
+            assert np.array_equal(clip.frames, render_clip(3, index, 64, 64, 17).frames)
+            assert labels["direction_before"] == labels["direction"]
+            continue
+        turned += 1
+        frames_seen.add(k)
+        assert k % 4 == 0 and 4 <= k <= 12 and labels["direction_before"] != labels["direction"]
+        words = clip.caption.replace(",", "").split()  # the caption names the direction after the turn
+        assert labels["direction"] in words and labels["direction_before"] not in words
+        if k <= 8:  # the pixels after the turn read as the labelled direction (4 frames move under 0.12 W)
+            assert score_frames(clip.frames[k:]) == {key: labels[key] for key in ("color", "shape", "direction")}
+        obj = layout_clip(3, index, 64, 64, 17)[0]
+        half = obj.size / 2
+        _, moved = _turn(3, index, obj, 64, 64, 17, 0.5, 4)
+        steps = np.diff(moved.centers, axis=0)
+        unit = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+        assert np.allclose(steps[:k], np.array(unit[labels["direction_before"]]) * 0.4 * 64 / 16)
+        assert np.allclose(steps[k:], np.array(unit[labels["direction"]]) * 0.4 * 64 / 16)
+        assert (moved.centers >= half - 1e-9).all() and (moved.centers <= 64 - half + 1e-9).all()
+    assert 15 < turned < 45 and kept and frames_seen == {4, 8, 12}
+    assert "turn_frame" not in render_clip(3, 0, 64, 64, 17).labels  # the scored world's labels are unchanged

@@ -222,3 +222,28 @@ def test_clean_context_keeps_whole_leading_chunks_clean_and_out_of_the_loss():
     assert loss.item() < 1e-8  # the clean chunks (where the oracle is wildly wrong) are not scored
     with pytest.raises(ValueError, match="clean_context_prob needs a block-causal model"):
         objective(lambda *a: None, _latent_batch(x0), step=1)
+
+
+def test_a_turning_clip_keeps_its_context_clean_whatever_clean_context_prob_draws():
+    """data.shapes.turn_prob: the latent frames before the turn are always clean context (the caption names the
+    motion after it), from the encoded folder's context_latent_frames or from raw clips' turn_frame labels."""
+    torch.manual_seed(0)
+    x0 = torch.randn(6, 3, 5, 2, 2)
+    null = TextEmbeddings(torch.zeros(1, 6, 8), torch.zeros(1, 6, dtype=torch.bool), torch.zeros(1, 8))
+    objective = FlowMatchingObjective(FlowMatchingConfig(caption_dropout=0.0), Conditioner(None, None), null)
+    oracle = ChunkedOracle(x0, causal_chunk=1)
+    context = torch.tensor([0, 2, 3, 4, 0, 2])
+    loss, _ = objective(oracle, {**_latent_batch(x0), "context_latent_frames": context}, step=1)
+    assert torch.equal((oracle.seen["t"] == 0).sum(dim=1), context) and loss.item() < 1e-8
+
+    class FakeAutoencoder:
+        temporal_factor = 4
+    raw = FlowMatchingObjective(FlowMatchingConfig(caption_dropout=0.0), Conditioner(FakeAutoencoder(), None), null)
+    assert torch.equal(raw.turn_context({"labels": {"turn_frame": torch.tensor([0, 4, 8, 12])}}),
+                       torch.tensor([0, 2, 3, 4]))
+    assert raw.turn_context({"labels": {"direction": ["up"]}}) is None  # the scored world: no turns
+
+    with pytest.raises(ValueError, match="not on a causal chunk boundary"):
+        objective(ChunkedOracle(x0, causal_chunk=2), {**_latent_batch(x0), "context_latent_frames": context}, step=1)
+    with pytest.raises(ValueError, match="data.shapes.turn_prob needs a block-causal model"):
+        objective(lambda *a: None, {**_latent_batch(x0), "context_latent_frames": context}, step=1)
