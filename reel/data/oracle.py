@@ -174,9 +174,11 @@ def _score_entry(root: Path, video_path: str, expected: dict) -> dict:
 
 
 def _score_long_entry(root: Path, video_path: str, row: dict) -> list[dict]:
-    """A long video (a manifest row with "segments" and "chunk_frames") scored chunk by chunk: consecutive
-    windows of chunk_frames frames, each against the prompt of the segment it lies in; a window that
-    straddles a prompt switch is left out."""
+    """A long video (a manifest row with "segments" and "chunk_frames") scored chunk by chunk, in the windows
+    a clip of the training length covers in latent frames: frames 0 to chunk_frames - 1 (the lone first frame
+    and its chunks), then chunk_frames - 1 frames at a time (the same latent chunks without a lone first
+    frame), each against the prompt of the segment it lies in; a window that straddles a prompt switch is
+    left out. Segments of chunk_frames, then chunk_frames - 1, frames are scored window for window."""
     resolved = Path(video_path) if Path(video_path).is_absolute() else root / video_path
     length = int(row.get("chunk_frames") or 0)
     if length < 1:
@@ -191,8 +193,11 @@ def _score_long_entry(root: Path, video_path: str, row: dict) -> list[dict]:
         bounds.append((start, start + int(segment["frames"]), segment["prompt"]))
         start += int(segment["frames"])
     results = []
-    for first in range(0, len(frames) - length + 1, length):
-        last = first + length
+    later = max(1, length - 1)
+    windows = [(0, length)] + [(a, a + later) for a in range(length, len(frames) - later + 1, later)]
+    for first, last in windows:
+        if last > len(frames):
+            continue
         inside = [prompt for lo, hi, prompt in bounds if lo <= first and last <= hi]
         if not inside:
             continue

@@ -32,7 +32,7 @@ def test_long_video_with_a_prompt_switch_is_written_and_scored_by_chunk(causal_c
                       f"out_dir={out}", "steps=2", "sample.long_window=2", *QUIET)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["frames"] == 45 and report["peak_rss_mb"] > 0
+    assert report["frames"] == 45 and report["peak_rss_mb"] > 0 and report["steady_seconds_per_frame"] > 0
     assert read_video(out / "000000.mp4").shape == (45, 64, 64, 3)
     row = json.loads((out / "manifest.jsonl").read_text())
     assert row["long"] and row["chunk_frames"] == 9 and [s["frames"] for s in row["segments"]] == [27, 18]
@@ -41,9 +41,10 @@ def test_long_video_with_a_prompt_switch_is_written_and_scored_by_chunk(causal_c
     scored = run_reel("eval", "world", f"manifest={out}", "per_clip=true", *QUIET)
     assert scored.returncode == 0, scored.stderr[-2000:]
     clips = json.loads(scored.stdout)["clips"]
-    # 9-frame windows: 0-8, 9-17, 18-26 under the first prompt, 27-35 and 36-44 under the second
-    assert [c["path"] for c in clips] == [f"000000.mp4#{a}-{a + 8}" for a in (0, 9, 18, 27, 36)]
-    assert [c["expected"]["direction"] for c in clips] == ["right"] * 3 + ["left"] * 2
+    # windows of the training clip's latent span: 0-8, then 8 frames at a time: 9-16 and 17-24 under the first
+    # prompt, 25-32 straddles the switch at 27, 33-40 under the second, 41-44 is too short
+    assert [c["path"] for c in clips] == ["000000.mp4#0-8"] + [f"000000.mp4#{a}-{a + 7}" for a in (9, 17, 33)]
+    assert [c["expected"]["direction"] for c in clips] == ["right"] * 3 + ["left"]
 
 
 def test_image_to_video_starts_from_the_image(causal_checkpoint, tmp_path):

@@ -32,12 +32,12 @@ def model_overrides(source: str) -> list:
     return [f"model.{key}={json.dumps(value)}" for key, value in model.items() if key != "name"]
 
 
-def score(run_dir: Path, step: int, prompts: Path, work: Path) -> dict:
+def score(run_dir: Path, step: int, prompts: Path, work: Path, sampling: list) -> dict:
     export = work / f"{run_dir.name}_{step}"
     run("export", f"checkpoint={run_dir / 'checkpoints' / f'step_{step:07d}'}", f"out={export}", "weights=ema")
     samples = work / f"{run_dir.name}_{step}_samples"
     sampled = json.loads(run("sample", f"checkpoint={export}", f"prompts={prompts}", f"out_dir={samples}",
-                             "logging.progress=false"))
+                             *sampling, "logging.progress=false"))
     accuracy = json.loads(run("eval", "world", f"manifest={samples}"))["accuracy"]
     return {"step": step, **accuracy, "seconds_per_clip": sampled["seconds_per_video"]}
 
@@ -59,10 +59,13 @@ def main() -> None:
     parser.add_argument("--lr", default="5e-4")
     parser.add_argument("--prompts", type=int, default=72)
     parser.add_argument("--goal", type=float, default=0.85)
+    parser.add_argument("--sample-steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--run-root", default="runs/adapt_bench")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "adapt.json"))
     args = parser.parse_args()
     eval_at = [int(s) for s in args.eval_at.split(",")]
+    sampling = [f"steps={args.sample_steps}", f"guidance={args.guidance}", "solver=euler"]  # the same for both
     root = Path(args.run_root)
     latents = Path(args.latents or root / f"latents-{args.clips}")
     space = [f"autoencoder={args.ae_config}", f"autoencoder.checkpoint={args.autoencoder_b}"]
@@ -90,14 +93,14 @@ def main() -> None:
     for label, run_dir in runs.items():
         curves[label] = []
         for step in eval_at:
-            curves[label].append(score(run_dir, step, prompts, work))
+            curves[label].append(score(run_dir, step, prompts, work, sampling))
             print(json.dumps({"run": label, **curves[label][-1]}), flush=True)
     adapt_at, scratch_at = (first_reaching(curves[k], args.goal) for k in ("adapt", "scratch"))
     met = adapt_at is not None and (scratch_at is None or 4 * adapt_at <= scratch_at)
     result = {
         "source": args.source, "autoencoder_a": OmegaConf.load(resolve_checkpoint_path(args.source) / "config.yaml")
         .autoencoder.name, "autoencoder_b": args.ae_config, "prompts": args.prompts, "steps": args.steps,
-        "train_seconds": timing, "curves": curves,
+        "train_seconds": timing, "sampling": sampling, "curves": curves,
         "first_step_at_goal": {"adapt": adapt_at, "scratch": scratch_at, "goal": args.goal},
         "target": f"adaptation reaches joint {args.goal} in at most a quarter of the steps from scratch needs "
                   "(or from scratch never does)",
