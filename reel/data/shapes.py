@@ -209,6 +209,9 @@ def _turn(seed: int, index: int, obj: ObjectLayout, height: int, width: int, num
     k (a multiple of turn_every, with at least turn_every frames on each side) and in its labelled direction
     from k on, at the world's speed, the whole path inside the canvas. Returns ({frame, before} or None,
     the object)."""
+    if num_frames - 1 < 2 * turn_every:
+        raise ReelError(f"shapes world: turns need num_frames - 1 >= 2 * turn_every, got {num_frames} frames and "
+                        f"turn_every={turn_every}")
     rng = np.random.default_rng([int(seed), int(index), TURN_STREAM])
     if rng.random() >= turn_prob:
         return None, obj

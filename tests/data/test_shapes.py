@@ -260,3 +260,5 @@ def test_turning_clips_change_direction_at_a_latent_frame_boundary_inside_the_ca
         assert (moved.centers >= half - 1e-9).all() and (moved.centers <= 64 - half + 1e-9).all()
     assert 15 < turned < 45 and kept and frames_seen == {4, 8, 12}
     assert "turn_frame" not in render_clip(3, 0, 64, 64, 17).labels  # the scored world's labels are unchanged
+    with pytest.raises(ReelError, match="turns need num_frames - 1 >= 2 \\* turn_every, got 5 frames"):
+        render_clip(3, 0, 64, 64, 5, turn_prob=0.5)
