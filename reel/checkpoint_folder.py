@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -67,12 +67,18 @@ def weight_shapes(path: Path) -> Dict[str, tuple]:
     return shapes
 
 
-def load_weights(path: Path, device: str = "cpu", weights_file: str = WEIGHTS_FILE) -> Dict[str, torch.Tensor]:
-    """Every tensor of a folder's weights, one file or shards (other libraries name the file differently)."""
+def load_weights(path: Path, device: str = "cpu", weights_file: str = WEIGHTS_FILE,
+                 keep: Optional[Callable[[str], bool]] = None) -> Dict[str, torch.Tensor]:
+    """Every tensor of a folder's weights, one file or shards (other libraries name the file differently);
+    with `keep`, only the tensors whose names it accepts are read from disk."""
     state = {}
     for file in _shard_files(path, weights_file)[0]:
         try:
-            state.update(load_file(str(file), device=str(device)))
+            if keep is None:
+                state.update(load_file(str(file), device=str(device)))
+                continue
+            with safe_open(str(file), framework="pt", device=str(device)) as handle:
+                state.update({name: handle.get_tensor(name) for name in handle.keys() if keep(name)})
         except (SafetensorError, OSError) as exc:
             raise ReelError(f"{file}: not a readable safetensors file ({exc})") from None
     return state

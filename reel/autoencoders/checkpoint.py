@@ -170,10 +170,8 @@ def autoencoder_identity(path: Union[str, Path]) -> str:
 def latent_space_digest(path: Path) -> str:
     """sha256 over the name, dtype, shape and bytes of every stored tensor outside the decoder, by name."""
     digest = hashlib.sha256()
-    state = load_weights(path)
+    state = load_weights(path, keep=lambda name: not name.startswith("decoder."))
     for name in sorted(state):
-        if name.startswith("decoder."):
-            continue
         tensor = state[name].contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
