@@ -94,7 +94,11 @@ def summarise(scores: dict) -> dict:
             "back_and_forth": {"colour_kept": rate(both, "color"), "shape_kept": rate(both, "shape"),
                                "first_direction": rate([v["chunks"][0] for v in scores["back_and_forth"]],
                                                        "direction"),
-                               "direction_after_switch": rate(after, "direction")}}
+                               "direction_after_switch": rate(after, "direction")},
+            # which objects keep what, to see where the misses are
+            "back_and_forth_per_video": [{"first_prompt": v["segments"][0]["prompt"],
+                                          **{a: rate(v["chunks"], a) for a in ("color", "shape", "direction")}}
+                                         for v in scores["back_and_forth"]]}
 
 
 def main() -> None:
