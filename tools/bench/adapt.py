@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--eval-at", default="125,250,500,1000,2000")
-    parser.add_argument("--align-steps", type=int, default=200)
+    parser.add_argument("--align-steps", type=int, default=400)
+    parser.add_argument("--align-lr", default="1e-2")
     parser.add_argument("--lr", default="5e-4")
     parser.add_argument("--prompts", type=int, default=72)
     parser.add_argument("--goal", type=float, default=0.85)
@@ -81,7 +82,7 @@ def main() -> None:
     timing = {}
     start = time.perf_counter()
     run("train", "adapt", f"source={args.source}", *shared, "data=shapes", f"latents={latents}",
-        f"align_steps={args.align_steps}", f"train.run_dir={runs['adapt']}")
+        f"align_steps={args.align_steps}", f"align_lr={args.align_lr}", f"train.run_dir={runs['adapt']}")
     timing["adapt"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
     run("train", "dit", *shared, *model_overrides(args.source), "data=latents", f"data.latents={latents}",
