@@ -23,12 +23,12 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sampling import ROOT, prompts_file, run  # noqa: E402
 
-from reel.assets import resolve_checkpoint_path  # noqa: E402
+from reel.models.dit_checkpoint import read_dit_config  # noqa: E402
 
 
-def model_overrides(source: str) -> list:
+def model_overrides(source_cfg) -> list:
     """`model.KEY=VALUE` for every key of the source DiT's model config (the scratch run builds the same DiT)."""
-    model = OmegaConf.to_container(OmegaConf.load(resolve_checkpoint_path(source) / "config.yaml").model)
+    model = OmegaConf.to_container(source_cfg.model)
     return [f"model.{key}={json.dumps(value)}" for key, value in model.items() if key != "name"]
 
 
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "adapt.json"))
     args = parser.parse_args()
     eval_at = [int(s) for s in args.eval_at.split(",")]
+    source_cfg = read_dit_config(args.source)
     sampling = [f"steps={args.sample_steps}", f"guidance={args.guidance}", "solver=euler"]  # the same for both
     root = Path(args.run_root)
     latents = Path(args.latents or root / f"latents-{args.clips}")
@@ -85,7 +86,7 @@ def main() -> None:
         f"align_steps={args.align_steps}", f"align_lr={args.align_lr}", f"train.run_dir={runs['adapt']}")
     timing["adapt"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
-    run("train", "dit", *shared, *model_overrides(args.source), "data=latents", f"data.latents={latents}",
+    run("train", "dit", *shared, *model_overrides(source_cfg), "data=latents", f"data.latents={latents}",
         f"train.run_dir={runs['scratch']}")
     timing["scratch"] = round(time.perf_counter() - start, 1)
     curves = {}
@@ -99,8 +100,8 @@ def main() -> None:
     adapt_at, scratch_at = (first_reaching(curves[k], args.goal) for k in ("adapt", "scratch"))
     met = adapt_at is not None and (scratch_at is None or 4 * adapt_at <= scratch_at)
     result = {
-        "source": args.source, "autoencoder_a": OmegaConf.load(resolve_checkpoint_path(args.source) / "config.yaml")
-        .autoencoder.name, "autoencoder_b": args.ae_config, "prompts": args.prompts, "steps": args.steps,
+        "source": args.source, "autoencoder_a": source_cfg.autoencoder.name, "autoencoder_b": args.ae_config,
+        "prompts": args.prompts, "steps": args.steps,
         "train_seconds": timing, "sampling": sampling, "curves": curves,
         "first_step_at_goal": {"adapt": adapt_at, "scratch": scratch_at, "goal": args.goal},
         "target": f"adaptation reaches joint {args.goal} in at most a quarter of the steps from scratch needs "
