@@ -18,6 +18,8 @@ from reel.commands import Command
 from reel.errors import ReelError
 
 TEXT_ENCODER_KEYS = ("name", "path", "max_length")  # what makes two text encoders the same embeddings
+# model keys a student may hold apart from its teacher: the attention mask and training-time memory options
+STUDENT_OWN_KEYS = ("causal_chunk", "gradient_checkpointing", "recompute_activations")
 
 
 def read_teacher(cfg):
@@ -35,7 +37,42 @@ def read_teacher(cfg):
     return path, read_dit_config(path)
 
 
-def adopt_teacher(cfg, teacher_cfg) -> None:
+def read_student(cfg, teacher_path, teacher_cfg):
+    """(the folder the student starts from, its config): train.distill.student, else the teacher itself.
+    A separate student must be the teacher's architecture in the teacher's latent space (only
+    model.causal_chunk may differ), so the teacher's scores apply to its samples."""
+    from reel.assets import resolve_checkpoint_path
+    from reel.autoencoders.checkpoint import autoencoder_identity
+    from reel.models.dit_checkpoint import read_dit_config
+
+    given = cfg.train.distill.student
+    if not given:
+        return teacher_path, teacher_cfg
+    path = resolve_checkpoint_path(given)
+    if not path.is_dir():
+        raise ReelError(f"train.distill.student={given}: no such folder (a DiT folder such as RUN_DIR/dit)")
+    student_cfg = read_dit_config(path)
+    where = f"train.distill.student={given}"
+    for key in sorted(set(teacher_cfg.model) | set(student_cfg.model)):
+        ours, theirs = student_cfg.model.get(key), teacher_cfg.model.get(key)
+        if key not in STUDENT_OWN_KEYS and ours != theirs:
+            raise ReelError(f"{where}: model.{key}={ours} where the teacher has {theirs}; the student must be the "
+                            f"teacher's architecture (only model.causal_chunk may differ)")
+    for key in ("latent_channels", "text_dim"):
+        if student_cfg.dit.get(key) != teacher_cfg.dit.get(key):
+            raise ReelError(f"{where}: dit.{key}={student_cfg.dit.get(key)} where the teacher has "
+                            f"{teacher_cfg.dit.get(key)}")
+    ours, theirs = student_cfg.autoencoder.get("checkpoint"), teacher_cfg.autoencoder.get("checkpoint")
+    if str(ours) != str(theirs) and (not ours or autoencoder_identity(ours) != autoencoder_identity(theirs)):
+        raise ReelError(f"{where}: it works in {ours}'s latent space, the teacher in {theirs}'s")
+    for key in TEXT_ENCODER_KEYS:
+        if student_cfg.text_encoder.get(key) != teacher_cfg.text_encoder.get(key):
+            raise ReelError(f"{where}: text_encoder.{key}={student_cfg.text_encoder.get(key)} where the teacher "
+                            f"has {teacher_cfg.text_encoder.get(key)}")
+    return path, student_cfg
+
+
+def adopt_teacher(cfg, teacher_cfg, student_cfg=None) -> None:
     """The student lives where the teacher does (its model, autoencoder and text encoder) and samples with
     S Euler steps at guidance 1 on the teacher's time grid; the teacher's own settings fill in the
     distillation options left unset."""
@@ -61,6 +98,8 @@ def adopt_teacher(cfg, teacher_cfg) -> None:
     steps = int(distill.student_steps)
     with open_dict(cfg):
         cfg.model = OmegaConf.merge(OmegaConf.structured(ModelConfig), teacher_cfg.model)
+        if student_cfg is not None:  # the student's own attention mask
+            cfg.model.causal_chunk = student_cfg.model.get("causal_chunk")
         cfg.autoencoder = OmegaConf.merge(OmegaConf.structured(AutoencoderConfig), teacher_cfg.autoencoder)
         if distill.teacher_guidance is None:
             guidance = teacher_sample.get("guidance")
@@ -89,7 +128,7 @@ def distill_objective(cfg, teacher_model, autoencoder, text_encoder):
     return DMDObjective(teacher, text_encoder, autoencoder.latent_shape(data.num_frames, data.height, data.width),
                         critic_lr=distill.critic_lr, critic_updates=distill.critic_updates,
                         regression_steps=distill.regression_steps, grad_clip=cfg.train.grad_clip, seed=cfg.seed,
-                        self_forcing=distill.self_forcing, **common)
+                        self_forcing=distill.self_forcing, causal_chunk=cfg.model.causal_chunk, **common)
 
 
 def distill_command(cfg, args=None) -> int:
@@ -101,17 +140,20 @@ def distill_command(cfg, args=None) -> int:
     from reel.train.engine import Trainer
 
     teacher_path, teacher_cfg = read_teacher(cfg)
-    if cfg.train.distill.self_forcing and teacher_cfg.model.get("causal_chunk") is None:
-        raise ReelError(f"train.distill.self_forcing=true: the teacher {cfg.train.distill.teacher} is not "
-                        f"block-causal (model.causal_chunk=null); fine-tune it first with reel train dit "
-                        f"train.init_from=TEACHER model.causal_chunk=1 train.fm.chunk_times=true")
+    student_path, student_cfg = read_student(cfg, teacher_path, teacher_cfg)
+    if cfg.train.distill.self_forcing and student_cfg.model.get("causal_chunk") is None:
+        which = (f"the student {cfg.train.distill.student}" if cfg.train.distill.student
+                 else f"the teacher {cfg.train.distill.teacher}")
+        raise ReelError(f"train.distill.self_forcing=true: {which} is not block-causal (model.causal_chunk=null); "
+                        f"fine-tune the teacher first with reel train dit train.init_from=TEACHER model.causal_chunk=1 "
+                        f"train.fm.chunk_times=true and pass it as train.distill.student")
     if cfg.train.lora.rank:
         raise ReelError(f"train.lora.rank={cfg.train.lora.rank}: distillation trains the whole student")
     if cfg.train.init_from:
         raise ReelError(f"train.init_from={cfg.train.init_from}: the student starts from train.distill.teacher")
     if cfg.distributed.sp_size != 1:
         raise ReelError(f"distributed.sp_size={cfg.distributed.sp_size}: distillation runs data-parallel only; use 1")
-    adopt_teacher(cfg, teacher_cfg)
+    adopt_teacher(cfg, teacher_cfg, student_cfg)
     torch.manual_seed(cfg.seed)
     ranks = init_distributed(cfg.distributed.sp_size, cfg.distributed.backend)
     autoencoder, ae_identity = frozen_autoencoder(cfg)
@@ -121,7 +163,7 @@ def distill_command(cfg, args=None) -> int:
                         f"{teacher_cfg.dit.text_dim}, the text encoder gives {text_encoder.dim}")
     loader = _dit_loader(cfg, ranks, ae_identity, text_encoder.identity)
     teacher_model, _ = load_dit(teacher_path)
-    student, _ = load_dit(teacher_path)
+    student, _ = load_dit(student_path)
     objective = distill_objective(cfg, teacher_model, autoencoder, text_encoder)
     trainer = Trainer(cfg, student.train(), objective, loader, preview=dit_preview(cfg, autoencoder, text_encoder))
     objective.to(trainer.device)
@@ -132,7 +174,7 @@ def distill_command(cfg, args=None) -> int:
             "steps": state.step, "data": cfg.data.name, "weights": "ema", "autoencoder_identity": ae_identity,
             "distilled_from": str(distill.teacher), "method": distill.method, "student_steps": distill.student_steps,
             "teacher_guidance": distill.teacher_guidance, "teacher_substeps": distill.teacher_substeps,
-            "self_forcing": distill.self_forcing})
+            "self_forcing": distill.self_forcing, "student_init": str(student_path)})
         print(json.dumps({"run_dir": cfg.train.run_dir, "dit": str(out), "steps": state.step,
                           "method": distill.method, "student_steps": distill.student_steps,
                           "params": format_count(dit_summary(trainer.ema.module)["total"])}))
@@ -152,7 +194,8 @@ COMMAND = Command(
         "matching, data-free (only the text of the batches), a fake-score critic trained alongside "
         "(train.distill.critic_lr, critic_updates), optional regression warm start (regression_steps); with a "
         "block-causal teacher, train.distill.self_forcing=true rolls the student out chunk by chunk against its "
-        "cache, as reel sample long=true does.\n"
+        "cache, as reel sample long=true does; train.distill.student=CAUSAL_DIT starts the student from a block-causal "
+        "fine-tune of a bidirectional teacher (the teacher and the critic then score whole clips).\n"
         "The teacher's guidance (train.distill.teacher_guidance, default its sample.guidance) is distilled: "
         "RUN_DIR/dit samples with sample.steps=S, sample.guidance=1: "
         "reel sample checkpoint=RUN_DIR/dit steps=S guidance=1. Resume with train.resume=latest.")

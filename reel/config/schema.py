@@ -196,6 +196,10 @@ class DistillConfig:
     # dmd with a block-causal teacher: the student rolls clips out chunk by chunk against its own cache, as
     # `reel sample long=true` does (self-forcing), and the DMD loss scores the whole rolled-out clip
     self_forcing: bool = False
+    # the student's starting weights when they are not the teacher's: a DiT folder of the teacher's architecture
+    # that may differ in model.causal_chunk (Self-Forcing's recipe: a bidirectional teacher scores a causal
+    # student fine-tuned from it by teacher forcing); None: the student starts as a copy of the teacher
+    student: Optional[str] = None
 
 
 @dataclass

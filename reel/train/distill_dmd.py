@@ -22,7 +22,7 @@ two-time-scale critic updates, multi-step generators trained by backward simulat
 - optional warm start (`regression_steps`): the first steps regress the generator's S-step output
   onto the teacher's guided ODE result from the same noise (DMD's regression loss, with the pairs
   computed on the fly instead of a precomputed set).
-- self-forcing (`self_forcing`, a block-causal teacher; Huang et al., "Self Forcing: Bridging the
+- self-forcing (`self_forcing`, a block-causal student: the teacher itself, or `causal_chunk` given; Huang et al., "Self Forcing: Bridging the
   Train-Test Gap in Autoregressive Video Diffusion", 2025): the generator rolls the clip out chunk
   by chunk against its own cache, as `reel sample long=true` does, each chunk stopping at its own
   random step; the DMD loss, the teacher and the critic see the whole rolled-out clip (their causal
@@ -52,7 +52,7 @@ class DMDObjective:
     def __init__(self, teacher: Teacher, text_encoder: Any, latent_shape: tuple, student_steps: int,
                  substeps: int, shift: float = 1.0, critic_lr: float = 1e-4, critic_updates: int = 1,
                  regression_steps: int = 0, grad_clip: float = 1.0, seed: int = 0, dp_group: Optional[Any] = None,
-                 self_forcing: bool = False):
+                 self_forcing: bool = False, causal_chunk: Optional[int] = None):
         self.teacher, self.text_encoder = teacher, text_encoder
         self.latent_shape = tuple(int(s) for s in latent_shape)
         self.student_steps, self.substeps = int(student_steps), int(substeps)
@@ -63,9 +63,10 @@ class DMDObjective:
         self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=critic_lr, weight_decay=0.0)
         self.chunks = None  # causal chunks of a self-forcing rollout (None: whole-clip rollouts)
         if self_forcing:
-            chunk = getattr(getattr(teacher.model, "config", None), "causal_chunk", None)
+            # the generator's chunks: its own causal_chunk, else the teacher's (a student copied from it)
+            chunk = causal_chunk or getattr(getattr(teacher.model, "config", None), "causal_chunk", None)
             if chunk is None:
-                raise ValueError("self-forcing needs a block-causal teacher (model.causal_chunk)")
+                raise ValueError("self-forcing needs a block-causal student (model.causal_chunk)")
             self.chunks = -(-self.latent_shape[1] // int(chunk))
 
     def to(self, device: torch.device) -> "DMDObjective":
