@@ -149,6 +149,11 @@ def sample_command(cfg, args: SampleArgs) -> int:
     if ranks.dp_size > 1:
         raise ReelError(f"distributed.sp_size={ranks.sp_size}: sampling splits each video over every process; "
                         f"set distributed.sp_size={ranks.world_size}")
+    rollout = bool(cfg.sample.rollout) and checkpoint_cfg.model.get("causal_chunk") is not None
+    if rollout and ranks.sp_size > 1:
+        raise ReelError(f"distributed.sp_size={ranks.sp_size}: {checkpoint} is block-causal and generates chunk by "
+                        f"chunk on one process; set sample.rollout=false to denoise all chunks together, split "
+                        f"over the processes")
     pipeline = TextToVideoPipeline.from_checkpoint(checkpoint, default_device(ranks.local_rank))
     if args.lora:
         from reel.models.lora_checkpoint import apply_lora
@@ -168,7 +173,7 @@ def sample_command(cfg, args: SampleArgs) -> int:
             start = time.perf_counter()
             videos = pipeline.generate([r.prompt for r in batch], [r.seed for r in batch], s.num_frames, s.height,
                                        s.width, s.steps, s.guidance, s.solver, s.shift, s.negative_prompt,
-                                       progress=False, image=args.image)
+                                       progress=False, image=args.image, rollout=rollout)
             seconds = (time.perf_counter() - start) / len(batch)
             for request, video in zip(batch, videos):
                 name = f"{request.index:06d}.mp4"
@@ -178,7 +183,7 @@ def sample_command(cfg, args: SampleArgs) -> int:
                     "prompt": request.prompt, "seed": request.seed, "path": name, "steps": s.steps,
                     "guidance": s.guidance, "solver": s.solver, "shift": s.shift,
                     "negative_prompt": s.negative_prompt, "num_frames": s.num_frames, "height": s.height,
-                    "width": s.width, "seconds": round(seconds, 4), "checkpoint": checkpoint}
+                    "width": s.width, "rollout": rollout, "seconds": round(seconds, 4), "checkpoint": checkpoint}
                 if args.image:
                     rows[request.index]["image"] = args.image
                 keep = np.linspace(0, len(video) - 1, num=min(SHEET_FRAMES, len(video))).round().astype(int)

@@ -7,6 +7,8 @@ Each prompt is encoded, denoised and decoded on its own (its CFG pair in one for
 forward changes results in the last bits with the batch's size and companions (small-M matmuls
 and batch-1 convolutions take other kernels), and a seed must give the same video whatever else
 is sampled beside it. On a CPU one prompt at a time measured no slower than a batch of 8.
+A block-causal DiT generates each clip chunk by chunk through its cache (rollout=True, the default),
+the way long videos and causal students are made; rollout=False denoises all chunks together.
 """
 from __future__ import annotations
 
@@ -153,10 +155,11 @@ class TextToVideoPipeline:
                  height: Optional[int] = None, width: Optional[int] = None, steps: Optional[int] = None,
                  guidance: Optional[float] = None, solver: Optional[str] = None, shift: Optional[float] = None,
                  negative_prompt: Optional[str] = None, progress: bool = True,
-                 image: Optional[Union[str, os.PathLike]] = None) -> np.ndarray:
+                 image: Optional[Union[str, os.PathLike]] = None, rollout: bool = True) -> np.ndarray:
         """uint8 videos (N, T, H, W, 3), one per prompt; seeds[i] draws prompt i's noise, so the same seed and
         settings give the same video, bit for bit on CPU, whatever the other prompts are. `image`: an image
-        file that becomes every video's first frame (image-to-video)."""
+        file that becomes every video's first frame (image-to-video). `rollout`: a block-causal DiT
+        generates chunk by chunk through its cache (the long-video generator over one clip's length)."""
         from reel.models.text_encoder import check_prompts
 
         prompts = check_prompts(prompts)
@@ -170,9 +173,17 @@ class TextToVideoPipeline:
         negative = self.text_encoder.encode([s.negative_prompt]).to(self.device)
         known = self.image_latent(image, s) if image is not None else None
         videos = np.empty((len(prompts), s.num_frames, s.height, s.width, 3), dtype=np.uint8)
-        with tqdm(total=len(prompts) * s.steps, desc="denoise", unit="step", disable=not progress) as bar:
+        roll = rollout and self.model.causal_chunk is not None
+        steps = s.steps  # per clip; a rollout takes them once per chunk
+        if roll:
+            latent_frames = self.autoencoder.latent_shape(s.num_frames, s.height, s.width)[1]
+            steps *= -(-latent_frames // int(self.model.causal_chunk))
+        with tqdm(total=len(prompts) * steps, desc="denoise", unit="step", disable=not progress) as bar:
             for index, (prompt, seed) in enumerate(zip(prompts, seeds)):
-                videos[index] = self._generate_one(prompt, int(seed), s, negative, bar, known)
+                if roll:
+                    videos[index] = self._roll_out_one(prompt, int(seed), s, bar, known)
+                else:
+                    videos[index] = self._generate_one(prompt, int(seed), s, negative, bar, known)
         return videos
 
     def image_latent(self, image: Union[str, os.PathLike], s: SampleSettings):
@@ -186,6 +197,15 @@ class TextToVideoPipeline:
         from reel.sample.long_video import LongVideoGenerator
 
         return LongVideoGenerator(self.model, self.autoencoder, self.text_encoder, window_chunks, sink_chunks)
+
+    def _roll_out_one(self, prompt: str, seed: int, s: SampleSettings, bar, known=None) -> np.ndarray:
+        from reel.sample.long_video import Segment
+
+        generator = self.long_video(int(self.cfg.sample.get("long_window", 3)),
+                                    int(self.cfg.sample.get("long_sink", 1)))
+        return np.concatenate(list(generator.frames(
+            [Segment(prompt, s.num_frames)], seed, s.height, s.width, s.steps, s.guidance, s.shift, s.solver,
+            s.negative_prompt, image_latent=known, progress=bar)))
 
     def _generate_one(self, prompt: str, seed: int, s: SampleSettings, negative, bar, known=None) -> np.ndarray:
         from reel.data.video_io import to_uint8
