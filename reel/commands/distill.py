@@ -108,6 +108,8 @@ def adopt_teacher(cfg, teacher_cfg, student_cfg=None) -> None:
             distill.teacher_substeps = default_substeps(teacher_sample.get("steps") or DEFAULT_STEPS, steps)
         cfg.sample = OmegaConf.merge(OmegaConf.structured(SampleConfig), teacher_sample)
         cfg.sample.steps, cfg.sample.guidance, cfg.sample.solver = steps, 1.0, "euler"
+        if distill.self_forcing:  # sampled chunk by chunk, as it is trained
+            cfg.sample.rollout = True
         cfg.train.fm.preview_steps, cfg.train.fm.preview_guidance = steps, 1.0
     validate_config(cfg)  # the teacher's autoencoder and patch size against the clip size
 

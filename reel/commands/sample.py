@@ -149,7 +149,10 @@ def sample_command(cfg, args: SampleArgs) -> int:
     if ranks.dp_size > 1:
         raise ReelError(f"distributed.sp_size={ranks.sp_size}: sampling splits each video over every process; "
                         f"set distributed.sp_size={ranks.world_size}")
-    rollout = bool(cfg.sample.rollout) and checkpoint_cfg.model.get("causal_chunk") is not None
+    rollout = cfg.sample.rollout
+    if rollout is None:  # the checkpoint's own (a self-forcing student rolls out)
+        rollout = bool((checkpoint_cfg.get("sample") or {}).get("rollout") or False)
+    rollout = rollout and checkpoint_cfg.model.get("causal_chunk") is not None
     if rollout and ranks.sp_size > 1:
         raise ReelError(f"distributed.sp_size={ranks.sp_size}: {checkpoint} is block-causal and generates chunk by "
                         f"chunk on one process; set sample.rollout=false to denoise all chunks together, split "

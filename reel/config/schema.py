@@ -248,10 +248,11 @@ class SampleConfig:
     # last long_window chunks and of the first long_sink chunks (the attention sink)
     long_window: int = 3
     long_sink: int = 1
-    # a block-causal DiT generates every clip chunk by chunk through its cache, each chunk denoised against
-    # the clean chunks before it (as long=true does and as it is sampled in use); false: all chunks are
-    # denoised together under the causal mask (the only way with distributed.sp_size > 1)
-    rollout: bool = True
+    # a block-causal DiT: true generates every clip chunk by chunk through its cache, each chunk denoised
+    # against the clean chunks before it (as long=true does); false denoises all chunks together under the
+    # causal mask (the only way with distributed.sp_size > 1); null: the checkpoint's own setting (true for a
+    # self-forcing student, which is trained that way), else false
+    rollout: Optional[bool] = None
 
 
 @dataclass

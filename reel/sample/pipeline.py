@@ -7,8 +7,9 @@ Each prompt is encoded, denoised and decoded on its own (its CFG pair in one for
 forward changes results in the last bits with the batch's size and companions (small-M matmuls
 and batch-1 convolutions take other kernels), and a seed must give the same video whatever else
 is sampled beside it. On a CPU one prompt at a time measured no slower than a batch of 8.
-A block-causal DiT generates each clip chunk by chunk through its cache (rollout=True, the default),
-the way long videos and causal students are made; rollout=False denoises all chunks together.
+A block-causal DiT generates each clip chunk by chunk through its cache with rollout=True (the way long
+videos are made and self-forcing students are trained), or denoises all chunks together with
+rollout=False; None takes the checkpoint's sample.rollout (true for a self-forcing student), else False.
 """
 from __future__ import annotations
 
@@ -155,11 +156,12 @@ class TextToVideoPipeline:
                  height: Optional[int] = None, width: Optional[int] = None, steps: Optional[int] = None,
                  guidance: Optional[float] = None, solver: Optional[str] = None, shift: Optional[float] = None,
                  negative_prompt: Optional[str] = None, progress: bool = True,
-                 image: Optional[Union[str, os.PathLike]] = None, rollout: bool = True) -> np.ndarray:
+                 image: Optional[Union[str, os.PathLike]] = None, rollout: Optional[bool] = None) -> np.ndarray:
         """uint8 videos (N, T, H, W, 3), one per prompt; seeds[i] draws prompt i's noise, so the same seed and
         settings give the same video, bit for bit on CPU, whatever the other prompts are. `image`: an image
         file that becomes every video's first frame (image-to-video). `rollout`: a block-causal DiT
-        generates chunk by chunk through its cache (the long-video generator over one clip's length)."""
+        generates chunk by chunk through its cache (the long-video generator over one clip's length);
+        None: the checkpoint's sample.rollout, else False."""
         from reel.models.text_encoder import check_prompts
 
         prompts = check_prompts(prompts)
@@ -173,7 +175,7 @@ class TextToVideoPipeline:
         negative = self.text_encoder.encode([s.negative_prompt]).to(self.device)
         known = self.image_latent(image, s) if image is not None else None
         videos = np.empty((len(prompts), s.num_frames, s.height, s.width, 3), dtype=np.uint8)
-        roll = rollout and self.model.causal_chunk is not None
+        roll = self.rolls_out(rollout)
         steps = s.steps  # per clip; a rollout takes them once per chunk
         if roll:
             latent_frames = self.autoencoder.latent_shape(s.num_frames, s.height, s.width)[1]
@@ -185,6 +187,13 @@ class TextToVideoPipeline:
                 else:
                     videos[index] = self._generate_one(prompt, int(seed), s, negative, bar, known)
         return videos
+
+    def rolls_out(self, rollout: Optional[bool] = None) -> bool:
+        """Whether clips are generated chunk by chunk: a block-causal model, and `rollout` (None: the
+        checkpoint's sample.rollout, else False)."""
+        if rollout is None:
+            rollout = bool(self.cfg.get("sample", {}).get("rollout") or False)
+        return bool(rollout) and self.model.causal_chunk is not None
 
     def image_latent(self, image: Union[str, os.PathLike], s: SampleSettings):
         """The normalised latent of an image file, at the settings' frame size."""

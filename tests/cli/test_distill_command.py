@@ -85,6 +85,7 @@ def test_a_causal_student_of_a_bidirectional_teacher_self_forces(tmp_path, tiny_
     assert all("critic_loss" in row for row in log) and len(log) == 2, log
     written = read_dit_config(run_dir / "dit")
     assert written.model.causal_chunk == 1  # the student's mask, the teacher's everything else
+    assert written.sample.rollout is True  # sampled chunk by chunk, as it was trained
     assert written.model.hidden_size == read_dit_config("bundled:demo_dit").model.hidden_size
     info = read_dit_extra_info(run_dir / "dit")
     assert info["self_forcing"] is True and info["student_init"] == str(student)

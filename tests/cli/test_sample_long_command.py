@@ -71,7 +71,7 @@ def test_long_and_image_errors_are_one_line(causal, extra, message, causal_check
     assert re.search(message, result.stderr) and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_causal_checkpoint_samples_clips_chunk_by_chunk_as_long_videos_do(causal_checkpoint, tmp_path):
+def test_a_causal_checkpoint_rolls_clips_out_chunk_by_chunk_as_long_videos_do(causal_checkpoint, tmp_path):
     from reel.sample.long_video import Segment
     from reel.sample.pipeline import TextToVideoPipeline
 
@@ -79,15 +79,16 @@ def test_a_causal_checkpoint_samples_clips_chunk_by_chunk_as_long_videos_do(caus
     # model at guidance 4 can turn that into visible differences
     pipeline = TextToVideoPipeline.from_checkpoint(causal_checkpoint)
     s, prompt = pipeline.settings(steps=2), "a blue triangle moving down"
-    rolled = pipeline.generate([prompt], [3], steps=2, progress=False)[0]
+    rolled = pipeline.generate([prompt], [3], steps=2, progress=False, rollout=True)[0]
     long = np.concatenate(list(pipeline.long_video().frames([Segment(prompt, s.num_frames)], 3, s.height, s.width,
                                                              2, s.guidance, s.shift, s.solver, s.negative_prompt)))
     assert rolled.shape == (9, 64, 64, 3)
     np.testing.assert_array_equal(rolled, long)  # the same chunks from the same noise
-    joint = pipeline.generate([prompt], [3], steps=2, progress=False, rollout=False)[0]
+    joint = pipeline.generate([prompt], [3], steps=2, progress=False)[0]  # the checkpoint sets no rollout
     assert not np.array_equal(rolled, joint)  # all chunks denoised together under the causal mask differ
+    assert not pipeline.rolls_out() and pipeline.rolls_out(True)
 
-    for name, extra in (("rollout", []), ("joint", ["sample.rollout=false"])):
+    for name, extra in (("rollout", ["sample.rollout=true"]), ("joint", [])):
         out = tmp_path / name
         result = run_reel("sample", f"checkpoint={causal_checkpoint}", f"prompt={prompt}", f"out_dir={out}",
                           "steps=2", *extra, *QUIET)

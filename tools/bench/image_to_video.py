@@ -4,7 +4,9 @@ For held-out shapes clips (world seed 999, one per colour x shape, a random dire
 becomes `image=` and the clip's caption the prompt; the oracle scores the generated clip. Reported:
 colour and shape agreement with the image, direction against the caption, and the same for the
 checkpoint without the image (text only) as the reference.
-Usage: python tools/bench/image_to_video.py --checkpoint DIR [--steps 20] [--out benchmarks/image_to_video.json]
+A block-causal checkpoint samples as `reel sample` does (its own sample.rollout unless --rollout says).
+Usage: python tools/bench/image_to_video.py --checkpoint DIR [--steps 20] [--rollout true|false]
+    [--out benchmarks/image_to_video.json]
 """
 from __future__ import annotations
 
@@ -28,9 +30,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--rollout", choices=["true", "false"], default=None,
+                        help="a block-causal checkpoint: chunk by chunk (true) or all chunks together (false); "
+                             "default the checkpoint's sample.rollout")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "image_to_video.json"))
     args = parser.parse_args()
     pipe = TextToVideoPipeline.from_checkpoint(args.checkpoint)
+    rollout = None if args.rollout is None else args.rollout == "true"
     s = pipe.settings(steps=args.steps)
     rng = np.random.default_rng(0)
     rows = {"image": [], "text_only": []}
@@ -44,7 +50,7 @@ def main() -> None:
             Image.fromarray(clip.frames[0]).save(image)
             for kind in rows:
                 video = pipe.generate([clip.caption], [index], steps=s.steps, progress=False,
-                                      image=image if kind == "image" else None)[0]
+                                      image=image if kind == "image" else None, rollout=rollout)[0]
                 predicted = score_frames(video)
                 rows[kind].append({"caption": clip.caption, "expected": clip.labels, "predicted": predicted})
     seconds = time.perf_counter() - started
@@ -53,7 +59,7 @@ def main() -> None:
         return round(float(np.mean([r["predicted"][attribute] == r["expected"][attribute] for r in rows[kind]])), 4)
 
     result = {"checkpoint": pipe.checkpoint, "steps": s.steps, "guidance": s.guidance, "clips": len(rows["image"]),
-              "seconds": round(seconds, 1)}
+              "rollout": pipe.rolls_out(rollout), "seconds": round(seconds, 1)}
     for kind in rows:
         result[kind] = {a: rate(kind, a) for a in ("color", "shape", "direction")}
         result[kind]["color_and_shape"] = round(float(np.mean(
