@@ -22,11 +22,12 @@ two-time-scale critic updates, multi-step generators trained by backward simulat
 - optional warm start (`regression_steps`): the first steps regress the generator's S-step output
   onto the teacher's guided ODE result from the same noise (DMD's regression loss, with the pairs
   computed on the fly instead of a precomputed set).
-- self-forcing (`self_forcing`, a block-causal student: the teacher itself, or `causal_chunk` given; Huang et al., "Self Forcing: Bridging the
-  Train-Test Gap in Autoregressive Video Diffusion", 2025): the generator rolls the clip out chunk
-  by chunk against its own cache, as `reel sample long=true` does, each chunk stopping at its own
-  random step; the DMD loss, the teacher and the critic see the whole rolled-out clip (their causal
-  attention keeps each chunk to the chunks before it).
+- self-forcing (`self_forcing`; Huang et al., "Self Forcing: Bridging the Train-Test Gap in
+  Autoregressive Video Diffusion", 2025): a block-causal generator (the teacher's copy, or a causal
+  student of a bidirectional teacher, `causal_chunk` given) rolls the clip out chunk by chunk against
+  its own cache, as `reel sample long=true` does, each chunk stopping at its own random step; the DMD
+  loss, the teacher and the critic see the whole rolled-out clip (a causal teacher's attention keeps each
+  chunk to the ones before it; a bidirectional one scores the clip as a whole).
 """
 from __future__ import annotations
 
