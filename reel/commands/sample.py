@@ -113,7 +113,7 @@ def sample_command(cfg, args: SampleArgs) -> int:
     from reel.distributed import default_device, init_distributed
     from reel.models.dit_checkpoint import read_dit_config
     from reel.parallel.groups import build_parallel_groups
-    from reel.sample.pipeline import TextToVideoPipeline, resolve_checkpoint, sample_settings
+    from reel.sample.pipeline import TextToVideoPipeline, resolve_checkpoint, rolls_out, sample_settings
 
     if args.batch_size < 1:
         raise ReelError(f"batch_size={args.batch_size}: must be at least 1")
@@ -149,10 +149,7 @@ def sample_command(cfg, args: SampleArgs) -> int:
     if ranks.dp_size > 1:
         raise ReelError(f"distributed.sp_size={ranks.sp_size}: sampling splits each video over every process; "
                         f"set distributed.sp_size={ranks.world_size}")
-    rollout = cfg.sample.rollout
-    if rollout is None:  # the checkpoint's own (a self-forcing student rolls out)
-        rollout = bool((checkpoint_cfg.get("sample") or {}).get("rollout") or False)
-    rollout = rollout and checkpoint_cfg.model.get("causal_chunk") is not None
+    rollout = rolls_out(checkpoint_cfg, cfg.sample.rollout)
     if rollout and ranks.sp_size > 1:
         raise ReelError(f"distributed.sp_size={ranks.sp_size}: {checkpoint} is block-causal and generates chunk by "
                         f"chunk on one process; set sample.rollout=false to denoise all chunks together, split "

@@ -189,11 +189,8 @@ class TextToVideoPipeline:
         return videos
 
     def rolls_out(self, rollout: Optional[bool] = None) -> bool:
-        """Whether clips are generated chunk by chunk: a block-causal model, and `rollout` (None: the
-        checkpoint's sample.rollout, else False)."""
-        if rollout is None:
-            rollout = bool(self.cfg.get("sample", {}).get("rollout") or False)
-        return bool(rollout) and self.model.causal_chunk is not None
+        """Whether clips are generated chunk by chunk (see `rolls_out`)."""
+        return rolls_out(self.cfg, rollout)
 
     def image_latent(self, image: Union[str, os.PathLike], s: SampleSettings):
         """The normalised latent of an image file, at the settings' frame size."""
@@ -228,6 +225,14 @@ class TextToVideoPipeline:
                                  temporal_patch=self.model.patch_size[0])
         video = self.autoencoder.decode(latents).float().clamp(-1, 1)
         return to_uint8(video[0])
+
+
+def rolls_out(checkpoint_cfg: DictConfig, rollout: Optional[bool] = None) -> bool:
+    """Whether a checkpoint generates clips chunk by chunk: it is block-causal, and `rollout` says so (None:
+    the checkpoint's own sample.rollout, else False)."""
+    if rollout is None:
+        rollout = (checkpoint_cfg.get("sample") or {}).get("rollout")
+    return bool(rollout) and checkpoint_cfg.model.get("causal_chunk") is not None
 
 
 def _is_int(value) -> bool:
