@@ -114,11 +114,13 @@ def sample_command(cfg, args: SampleArgs) -> int:
     from reel.models.dit_checkpoint import read_dit_config
     from reel.parallel.groups import build_parallel_groups
     from reel.sample.pipeline import TextToVideoPipeline, resolve_checkpoint, rolls_out, sample_settings
+    from reel.sample.precision import check_precision
 
     if args.batch_size < 1:
         raise ReelError(f"batch_size={args.batch_size}: must be at least 1")
     if args.image is not None and not Path(args.image).is_file():
         raise ReelError(f"image={args.image}: no such file")
+    check_precision(cfg.sample.precision)
     requests = None if args.long else read_requests(args, cfg.sample.seed)
     base = args.checkpoint
     if args.lora and base is None:
@@ -173,7 +175,8 @@ def sample_command(cfg, args: SampleArgs) -> int:
             start = time.perf_counter()
             videos = pipeline.generate([r.prompt for r in batch], [r.seed for r in batch], s.num_frames, s.height,
                                        s.width, s.steps, s.guidance, s.solver, s.shift, s.negative_prompt,
-                                       progress=False, image=args.image, rollout=rollout)
+                                       progress=False, image=args.image, rollout=rollout,
+                                       precision=cfg.sample.precision)
             seconds = (time.perf_counter() - start) / len(batch)
             for request, video in zip(batch, videos):
                 name = f"{request.index:06d}.mp4"
@@ -183,7 +186,7 @@ def sample_command(cfg, args: SampleArgs) -> int:
                     "prompt": request.prompt, "seed": request.seed, "path": name, "steps": s.steps,
                     "guidance": s.guidance, "solver": s.solver, "shift": s.shift,
                     "negative_prompt": s.negative_prompt, "num_frames": s.num_frames, "height": s.height,
-                    "width": s.width, "rollout": rollout, "seconds": round(seconds, 4), "checkpoint": checkpoint}
+                    "width": s.width, "rollout": rollout, "precision": cfg.sample.precision, "seconds": round(seconds, 4), "checkpoint": checkpoint}
                 if args.image:
                     rows[request.index]["image"] = args.image
                 keep = np.linspace(0, len(video) - 1, num=min(SHEET_FRAMES, len(video))).round().astype(int)

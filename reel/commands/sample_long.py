@@ -56,12 +56,14 @@ def sample_long(cfg, args, checkpoint: str, checkpoint_cfg, chosen: dict) -> int
     from reel.distributed import default_device
     from reel.sample.long_video import check_segments
     from reel.sample.pipeline import TextToVideoPipeline, sample_settings
+    from reel.sample.precision import check_precision, sampling_precision
 
     if cfg.distributed.sp_size > 1:
         raise ReelError("long=true generates chunk by chunk on one process; leave distributed.sp_size at 1")
     if checkpoint_cfg.model.get("causal_chunk") is None:
         raise ReelError(f"long=true needs a block-causal DiT (trained with model.causal_chunk set); {checkpoint} "
                         f"attends over the whole clip")
+    check_precision(cfg.sample.precision)
     num_frames = cfg.sample.num_frames or checkpoint_cfg.data.num_frames
     segments = read_segments(args, num_frames)
     total = check_segments(segments, int(checkpoint_cfg.autoencoder.temporal_factor))
@@ -78,7 +80,8 @@ def sample_long(cfg, args, checkpoint: str, checkpoint_cfg, chosen: dict) -> int
     start = time.perf_counter()
     first_chunk = (start, 0)  # (when, frames) the first decoded chunk came out
     show = bool(cfg.logging.progress)
-    with VideoWriter(out_dir / name, pipeline.fps) as writer, \
+    with sampling_precision(cfg.sample.precision, pipeline.device), \
+            VideoWriter(out_dir / name, pipeline.fps) as writer, \
             tqdm(total=total, desc="long video", unit="frame", disable=not show) as bar:
         for frames in generator.frames(segments, int(cfg.sample.seed), settings.height, settings.width,
                                        settings.steps, settings.guidance, settings.shift, settings.solver,
@@ -99,7 +102,8 @@ def sample_long(cfg, args, checkpoint: str, checkpoint_cfg, chosen: dict) -> int
            "solver": settings.solver, "shift": settings.shift, "negative_prompt": settings.negative_prompt,
            "num_frames": total, "height": settings.height, "width": settings.width, "long": True,
            "chunk_frames": int(checkpoint_cfg.data.num_frames), "long_window": int(cfg.sample.long_window),
-           "long_sink": int(cfg.sample.long_sink), "image": args.image, "seconds": round(seconds, 4),
+           "long_sink": int(cfg.sample.long_sink), "image": args.image, "precision": cfg.sample.precision,
+           "seconds": round(seconds, 4),
            "seconds_per_frame": round(seconds / total, 5), "steady_seconds_per_frame": round(steady, 5),
            "checkpoint": checkpoint}
     (out_dir / "manifest.jsonl").write_text(json.dumps(row) + "\n")

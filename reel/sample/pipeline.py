@@ -156,13 +156,16 @@ class TextToVideoPipeline:
                  height: Optional[int] = None, width: Optional[int] = None, steps: Optional[int] = None,
                  guidance: Optional[float] = None, solver: Optional[str] = None, shift: Optional[float] = None,
                  negative_prompt: Optional[str] = None, progress: bool = True,
-                 image: Optional[Union[str, os.PathLike]] = None, rollout: Optional[bool] = None) -> np.ndarray:
+                 image: Optional[Union[str, os.PathLike]] = None, rollout: Optional[bool] = None,
+                 precision: str = "fp32") -> np.ndarray:
         """uint8 videos (N, T, H, W, 3), one per prompt; seeds[i] draws prompt i's noise, so the same seed and
         settings give the same video, bit for bit on CPU, whatever the other prompts are. `image`: an image
         file that becomes every video's first frame (image-to-video). `rollout`: a block-causal DiT
         generates chunk by chunk through its cache (the long-video generator over one clip's length);
-        None: the checkpoint's sample.rollout, else False."""
+        None: the checkpoint's sample.rollout, else False. `precision`: fp32, or bf16 autocast for the DiT
+        and the decoder (reel.sample.precision)."""
         from reel.models.text_encoder import check_prompts
+        from reel.sample.precision import sampling_precision
 
         prompts = check_prompts(prompts)
         seeds = list(seeds)
@@ -172,6 +175,7 @@ class TextToVideoPipeline:
             if not _is_int(seed) or not -2**63 <= seed < 2**64:  # what torch.Generator.manual_seed takes
                 raise ReelError(f"sample.seed={seed!r}: must be an integer in [-2^63, 2^64)")
         s = sample_settings(self.cfg, num_frames, height, width, steps, guidance, solver, shift, negative_prompt)
+        autocast = sampling_precision(precision, self.device)
         negative = self.text_encoder.encode([s.negative_prompt]).to(self.device)
         known = self.image_latent(image, s) if image is not None else None
         videos = np.empty((len(prompts), s.num_frames, s.height, s.width, 3), dtype=np.uint8)
@@ -180,7 +184,7 @@ class TextToVideoPipeline:
         if roll:
             latent_frames = self.autoencoder.latent_shape(s.num_frames, s.height, s.width)[1]
             steps *= -(-latent_frames // int(self.model.causal_chunk))
-        with tqdm(total=len(prompts) * steps, desc="denoise", unit="step", disable=not progress) as bar:
+        with autocast, tqdm(total=len(prompts) * steps, desc="denoise", unit="step", disable=not progress) as bar:
             for index, (prompt, seed) in enumerate(zip(prompts, seeds)):
                 if roll:
                     videos[index] = self._roll_out_one(prompt, int(seed), s, bar, known)

@@ -70,7 +70,7 @@ def test_sample_writes_videos_manifest_and_contact_sheet(sampled, checkpoint):
     first = rows[0]
     assert (first["steps"], first["solver"], first["guidance"], first["height"], first["width"]) == \
         (3, "dpmpp", 4.0, 64, 64)
-    assert first["checkpoint"] == str(checkpoint) and first["seconds"] > 0
+    assert first["checkpoint"] == str(checkpoint) and first["seconds"] > 0 and first["precision"] == "fp32"
     for row in rows:
         assert read_video(out_dir / row["path"]).shape == (row["num_frames"], 64, 64, 3)
     assert (out_dir / "contact_sheet.png").stat().st_size > 0
@@ -126,6 +126,8 @@ def test_user_errors_are_one_line_naming_the_key_or_file(checkpoint, tmp_path, c
     assert "sample.num_frames=10: must be 1 + 4k" in run_in_process(capsys, ckpt, "prompt=a red square",
                                                                      "num_frames=10")
     assert "sample.height=60" in run_in_process(capsys, ckpt, "prompt=a red square", "height=60")
+    assert "sample.precision='fp16': must be one of fp32, bf16" in run_in_process(
+        capsys, ckpt, "prompt=a red square", "sample.precision=fp16")
 
 
 def test_a_prompt_line_with_a_bad_clip_length_names_its_line(checkpoint, tmp_path, capsys):
@@ -161,6 +163,17 @@ def test_pipeline_is_deterministic_and_independent_of_batch_companions(pipeline)
     assert np.array_equal(alone[0], videos[1]) and np.array_equal(other_company[1], videos[1])
     other_seed = pipeline.generate(prompts[1:2], [2], steps=2, solver="unipc", progress=False)
     assert not np.array_equal(other_seed[0], videos[1])
+
+
+def test_bf16_sampling_runs_in_bf16_and_stays_within_a_few_levels_of_fp32(pipeline):
+    args = (["a red square moving up"], [0])
+    exact = pipeline.generate(*args, steps=2, progress=False)
+    fast = pipeline.generate(*args, steps=2, progress=False, precision="bf16")
+    difference = np.abs(exact.astype(int) - fast.astype(int))
+    assert difference.max() > 0 and difference.mean() < 2.0, (difference.max(), difference.mean())
+    assert np.array_equal(fast, pipeline.generate(*args, steps=2, progress=False, precision="bf16"))
+    with pytest.raises(ReelError, match="sample.precision='half'"):
+        pipeline.generate(*args, steps=2, progress=False, precision="half")
 
 
 def test_pipeline_defaults_come_from_the_checkpoint_and_are_checked(pipeline):

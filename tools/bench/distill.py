@@ -3,8 +3,9 @@
 The teacher samples with 50 Euler steps and its own guidance; each student with its own stored settings
 (S steps, guidance 1). Every run samples the colour x shape x direction prompts (tools/world_prompts.py)
 through `reel sample` and is scored by `reel eval world`.
+Every run samples at the same `--precision` (fp32, or bf16 autocast: sample.precision).
 Usage: python tools/bench/distill.py --teacher DIR --student LABEL=DIR [--student ...] [--prompts 72]
-    [--out benchmarks/distill.json]
+    [--precision fp32|bf16] [--out benchmarks/distill.json]
 """
 from __future__ import annotations
 
@@ -33,21 +34,22 @@ def main() -> None:
     parser.add_argument("--teacher-steps", type=int, default=50)
     parser.add_argument("--student", action="append", default=[], help="LABEL=DIR")
     parser.add_argument("--prompts", type=int, default=72)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "distill.json"))
     args = parser.parse_args()
-    rows = {}
+    rows, precision = {}, f"sample.precision={args.precision}"
     with tempfile.TemporaryDirectory() as tmp:
         prompts = prompts_file(Path(tmp) / "prompts.jsonl", args.prompts, 1)
         rows["teacher"] = score(args.teacher, prompts, Path(tmp) / "teacher", f"steps={args.teacher_steps}",
-                                "solver=euler")
+                                "solver=euler", precision)
         print(json.dumps(rows["teacher"]), flush=True)
         for item in args.student:
             label, path = item.split("=", 1)
-            rows[label] = score(path, prompts, Path(tmp) / label)
+            rows[label] = score(path, prompts, Path(tmp) / label, precision)
             rows[label]["speedup"] = round(rows["teacher"]["seconds_per_clip"] / rows[label]["seconds_per_clip"], 2)
             rows[label]["joint_minus_teacher"] = round(rows[label]["joint"] - rows["teacher"]["joint"], 4)
             print(json.dumps(rows[label]), flush=True)
-    result = {"prompts": args.prompts, "runs": rows,
+    result = {"prompts": args.prompts, "precision": args.precision, "runs": rows,
               "target": "4-step student >= 10x faster than the teacher, joint accuracy within 5 points",
               "command": "python tools/bench/distill.py " + " ".join(sys.argv[1:])}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
