@@ -186,7 +186,8 @@ def sample_command(cfg, args: SampleArgs) -> int:
                     "prompt": request.prompt, "seed": request.seed, "path": name, "steps": s.steps,
                     "guidance": s.guidance, "solver": s.solver, "shift": s.shift,
                     "negative_prompt": s.negative_prompt, "num_frames": s.num_frames, "height": s.height,
-                    "width": s.width, "rollout": rollout, "precision": cfg.sample.precision, "seconds": round(seconds, 4), "checkpoint": checkpoint}
+                    "width": s.width, "rollout": rollout, "precision": cfg.sample.precision,
+                    "seconds": round(seconds, 4), "checkpoint": checkpoint}
                 if args.image:
                     rows[request.index]["image"] = args.image
                 keep = np.linspace(0, len(video) - 1, num=min(SHEET_FRAMES, len(video))).round().astype(int)
