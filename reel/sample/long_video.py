@@ -63,7 +63,10 @@ def check_segments(segments: Sequence[Segment], temporal_factor: int) -> int:
 class LongVideoGenerator:
     """generator.frames(segments, ...) yields uint8 frames (t, H, W, 3) as each chunk is decoded."""
 
-    def __init__(self, model, autoencoder, text_encoder, window_chunks: int = 3, sink_chunks: int = 1):
+    def __init__(self, model, autoencoder, text_encoder, window_chunks: int = 3, sink_chunks: int = 1,
+                 encode_negative=None):
+        """`encode_negative(prompt) -> TextEmbeddings` on the model's device, when given, encodes the negative
+        prompt (a pipeline passes its memo, so a clip-by-clip rollout encodes it once)."""
         if model.causal_chunk is None:
             raise ReelError("long=true needs a block-causal DiT (trained with model.causal_chunk set); this "
                             "checkpoint attends over the whole clip")
@@ -71,6 +74,7 @@ class LongVideoGenerator:
             raise ReelError(f"sample.long_window={window_chunks}, sample.long_sink={sink_chunks}: the window needs "
                             f"at least one chunk and the sink a non-negative number")
         self.model, self.autoencoder, self.text_encoder = model, autoencoder, text_encoder
+        self.encode_negative = encode_negative
         self.chunk = int(model.config.causal_chunk)  # latent frames
         self.window_chunks, self.sink_chunks = window_chunks, sink_chunks
         self.cache = None
@@ -91,7 +95,8 @@ class LongVideoGenerator:
         _, latent_frames, h, w = ae.latent_shape(total, height, width)
         device = next(model.parameters()).device
         texts = {p: self.text_encoder.encode([p]).to(device) for p in {s.prompt for s in segments}}
-        negative = self.text_encoder.encode([negative_prompt]).to(device)
+        negative = (self.encode_negative(negative_prompt) if self.encode_negative is not None
+                    else self.text_encoder.encode([negative_prompt]).to(device))
         generator = torch.Generator().manual_seed(int(seed))
         decoder = ae.streaming_decoder()
         sinks: list[_Chunk] = []

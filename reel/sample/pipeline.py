@@ -108,6 +108,7 @@ class TextToVideoPipeline:
         self.checkpoint = checkpoint
         self.device = torch.device(device)
         self.fps = float(cfg.data.fps)
+        self._negatives: dict = {}  # negative prompt -> its TextEmbeddings on the device (encoded once)
 
     @classmethod
     def from_checkpoint(cls, path: Optional[Union[str, os.PathLike]] = None,
@@ -176,7 +177,7 @@ class TextToVideoPipeline:
                 raise ReelError(f"sample.seed={seed!r}: must be an integer in [-2^63, 2^64)")
         s = sample_settings(self.cfg, num_frames, height, width, steps, guidance, solver, shift, negative_prompt)
         autocast = sampling_precision(precision, self.device)
-        negative = self.text_encoder.encode([s.negative_prompt]).to(self.device)
+        negative = self.negative_embedding(s.negative_prompt)
         known = self.image_latent(image, s) if image is not None else None
         videos = np.empty((len(prompts), s.num_frames, s.height, s.width, 3), dtype=np.uint8)
         roll = self.rolls_out(rollout)
@@ -192,6 +193,12 @@ class TextToVideoPipeline:
                     videos[index] = self._generate_one(prompt, int(seed), s, negative, bar, known)
         return videos
 
+    def negative_embedding(self, prompt: str):
+        """The negative prompt's TextEmbeddings, encoded once per pipeline (every clip of a run shares it)."""
+        if prompt not in self._negatives:
+            self._negatives[prompt] = self.text_encoder.encode([prompt]).to(self.device)
+        return self._negatives[prompt]
+
     def rolls_out(self, rollout: Optional[bool] = None) -> bool:
         """Whether clips are generated chunk by chunk (see `rolls_out`)."""
         return rolls_out(self.cfg, rollout)
@@ -206,7 +213,8 @@ class TextToVideoPipeline:
         """A LongVideoGenerator over this pipeline's models (a block-causal DiT)."""
         from reel.sample.long_video import LongVideoGenerator
 
-        return LongVideoGenerator(self.model, self.autoencoder, self.text_encoder, window_chunks, sink_chunks)
+        return LongVideoGenerator(self.model, self.autoencoder, self.text_encoder, window_chunks, sink_chunks,
+                                  encode_negative=self.negative_embedding)
 
     def _roll_out_one(self, prompt: str, seed: int, s: SampleSettings, bar, known=None) -> np.ndarray:
         from reel.sample.long_video import Segment

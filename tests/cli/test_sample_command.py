@@ -176,6 +176,19 @@ def test_bf16_sampling_runs_in_bf16_and_stays_within_a_few_levels_of_fp32(pipeli
         pipeline.generate(*args, steps=2, progress=False, precision="half")
 
 
+def test_the_negative_prompt_is_encoded_once_per_pipeline(pipeline, monkeypatch):
+    encoded = []
+    encode = pipeline.text_encoder.encode
+    monkeypatch.setattr(pipeline.text_encoder, "encode", lambda prompts: encoded.extend(prompts) or encode(prompts))
+    first = pipeline.generate(["a red square moving up"], [0], steps=1, progress=False, negative_prompt="a blur")
+    pipeline.generate(["a blue circle moving left"], [0], steps=1, progress=False, negative_prompt="a blur")
+    assert encoded == ["a blur", "a red square moving up", "a blue circle moving left"]
+    monkeypatch.undo()
+    fresh = TextToVideoPipeline.from_checkpoint(pipeline.checkpoint)
+    again = fresh.generate(["a red square moving up"], [0], steps=1, progress=False, negative_prompt="a blur")
+    assert np.array_equal(first, again)
+
+
 def test_pipeline_defaults_come_from_the_checkpoint_and_are_checked(pipeline):
     s = pipeline.settings()
     assert (s.num_frames, s.height, s.width, s.steps, s.solver) == (9, 64, 64, 20, "euler")
