@@ -117,23 +117,25 @@ class AutoencoderObjective:
         if self.disc is not None and step >= self.cfg.disc_start:
             self._train_discriminator(recon.detach().float(), target.float(), metrics)
             gen = -self.disc(recon.float()).mean()
-            weight = self._adaptive_weight(model, loss, gen)
+            weight = self._adaptive_weight(recon, target)
             loss = loss + self.cfg.disc_weight * weight * gen
             metrics.update(gan_g=gen.item(), gan_weight=float(weight))
         tokens = target.shape[2] * target.shape[3] * target.shape[4] * target.shape[0]
         return loss, {**metrics, "tokens": tokens}
 
-    @staticmethod
-    def _adaptive_weight(model: nn.Module, rec_loss: torch.Tensor, gen_loss: torch.Tensor) -> torch.Tensor:
-        """Balance the GAN gradient against the reconstruction gradient at the decoder's last layer
-        (as in VQGAN), so the adversarial term never swamps reconstruction."""
-        module = getattr(model, "module", model)
-        last = [p for p in module.decoder.parameters() if p.ndim >= 4 and p.requires_grad]
-        if not last or last[-1].numel() == 0:  # partitioned away (ZeRO-3): fall back to weight 1
-            return torch.tensor(1.0)
-        rec_grad = torch.autograd.grad(rec_loss, last[-1], retain_graph=True)[0]
-        gen_grad = torch.autograd.grad(gen_loss, last[-1], retain_graph=True)[0]
-        return (rec_grad.norm() / (gen_grad.norm() + 1e-4)).clamp(0, 1e4).detach()
+    def _adaptive_weight(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Balance the GAN gradient against the reconstruction gradient (as VQGAN does), taken at the
+        decoder's output: the ratio of the two losses' gradient norms with respect to the reconstructed
+        pixels, so the adversarial term never swamps reconstruction. Computed on a detached copy: a
+        gradient through the training engine's forward would run its backward hooks (and under ZeRO-3 the
+        decoder's weights are partitioned away)."""
+        assert self.disc is not None
+        pixels = recon.detach().float().requires_grad_(True)
+        with torch.enable_grad():
+            rec_loss, _ = self.reconstruction_loss(pixels, target)
+            rec_grad = torch.autograd.grad(rec_loss, pixels)[0]
+            gen_grad = torch.autograd.grad(-self.disc(pixels).mean(), pixels)[0]
+        return (rec_grad.norm() / (gen_grad.norm() + 1e-4)).clamp(0, 1e4)
 
     def _train_discriminator(self, fake: torch.Tensor, real: torch.Tensor, metrics: dict) -> None:
         assert self.disc is not None and self.disc_opt is not None

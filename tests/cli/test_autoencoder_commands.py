@@ -83,6 +83,19 @@ def test_freeze_encoder_trains_the_decoder_alone(trained, tmp_path):
     assert torch.equal(before["latent_std"], after["latent_std"])
 
 
+def test_the_discriminator_trains_through_the_engine(trained, tmp_path):
+    # the adaptive GAN weight takes gradients outside the engine's backward (DeepSpeed forbids a second one)
+    result = run_reel("train", "ae", *TINY, f"autoencoder.checkpoint={trained / 'autoencoder'}",
+                      "train.ae.freeze_encoder=true", "train.ae.disc_weight=0.5", "train.ae.disc_start=2",
+                      "train.ae.disc_width=8", f"train.run_dir={tmp_path / 'gan'}", "train.steps=3",
+                      "train.batch_size=2", "train.log_every=1", "train.ckpt_every=3", "train.preview_every=100",
+                      "train.precision=fp32")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "gan" / "log.jsonl").read_text().splitlines()]
+    gan = [row for row in rows if "gan_g" in row]
+    assert [row["step"] for row in gan] == [2, 3] and all(0 < row["gan_weight"] < 1e4 for row in gan)
+
+
 def test_freeze_encoder_without_a_checkpoint_is_one_line(tmp_path):
     result = run_reel("train", "ae", *TINY, "train.ae.freeze_encoder=true", f"train.run_dir={tmp_path / 'r'}")
     assert result.returncode == 2
