@@ -129,6 +129,10 @@ class AutoencoderLossConfig:
     ssim: float = 0.2  # weight of (1 - SSIM), SSIM per frame
     edge: float = 2.0  # extra L1 weight on the target's edges (gradient magnitude, dilated)
     object: float = 2.0  # extra L1 weight on saturated, bright pixels (the objects of the shapes world)
+    # L1 between soft object masks (bright, saturated pixels) of reconstruction and target, over the pixels
+    # either marks: thin parts (a triangle's apex, a square's corners) must stay objects, not fade into the
+    # background (reel.train.autoencoder_objective.soft_object_mask); 0 = off
+    silhouette: float = 0.0
     # fraction of (clip, chunk) pairs the decoder rebuilds with its past context zeroed, so each latent
     # frame must carry its own chunk's content (motion included) instead of borrowing it from its past
     context_dropout: float = 0.0

@@ -48,6 +48,22 @@ def shape_weights(target: torch.Tensor, edge: float, obj: float) -> torch.Tensor
     return weights.reshape(b, t, 1, h, w).transpose(1, 2)
 
 
+def soft_object_mask(video: torch.Tensor, sharpness: float = 40.0) -> torch.Tensor:
+    """(B, 1, T, H, W) in (0, 1): how much each pixel of a clip in [-1, 1] is an object pixel, a smooth
+    version of the shapes world's rule (brightest channel >= 110/255, saturation >= 0.45)."""
+    frames = ((video.float() + 1) / 2).clamp(0, 1)
+    brightest, darkest = frames.amax(dim=1, keepdim=True), frames.amin(dim=1, keepdim=True)
+    saturation = (brightest - darkest) / brightest.clamp_min(1e-3)
+    return torch.sigmoid(sharpness * (brightest - 110 / 255)) * torch.sigmoid(sharpness * (saturation - 0.45))
+
+
+def silhouette_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean |mask(recon) - mask(target)| over the pixels where either soft object mask exceeds 0.1."""
+    ours, theirs = soft_object_mask(recon), soft_object_mask(target)
+    near = ((ours.detach() > 0.1) | (theirs > 0.1)).float()
+    return ((ours - theirs).abs() * near).sum() / near.sum().clamp_min(1.0)
+
+
 class PatchDiscriminator3d(nn.Module):
     """A small 3D patch discriminator: one logit per space-time patch."""
 
@@ -104,6 +120,10 @@ class AutoencoderObjective:
         ssim_value = ssim(recon, target)
         loss = cfg.l1 * l1 + cfg.ssim * (1 - ssim_value)
         metrics = {"l1": l1.item(), "ssim": ssim_value.item(), "psnr": psnr(recon.detach(), target).item()}
+        if cfg.get("silhouette", 0.0) > 0:
+            sil = silhouette_loss(recon, target)
+            loss = loss + cfg.silhouette * sil
+            metrics["silhouette"] = sil.item()
         if self.perceptual is not None:
             p = F.mse_loss(self.perceptual(frames_of(recon.float())), self.perceptual(frames_of(target.float())))
             loss = loss + cfg.perceptual * p
