@@ -5,7 +5,9 @@ The teacher samples with 50 Euler steps and its own guidance; each student with 
 through `reel sample` and is scored by `reel eval world`.
 Every run samples at the same `--precision` (fp32, or bf16 autocast: sample.precision).
 Usage: python tools/bench/distill.py --teacher DIR --student LABEL=DIR [--student ...] [--prompts 72]
-    [--precision fp32|bf16] [--out benchmarks/distill.json]
+    [--seeds 1] [--precision fp32|bf16] [--out benchmarks/distill.json]
+One seed per prompt scores in steps of 1/72: a few borderline squares flip with any change (even bf16 vs fp32),
+so --seeds 4 (288 clips per model) is the steadier comparison.
 """
 from __future__ import annotations
 
@@ -34,12 +36,13 @@ def main() -> None:
     parser.add_argument("--teacher-steps", type=int, default=50)
     parser.add_argument("--student", action="append", default=[], help="LABEL=DIR")
     parser.add_argument("--prompts", type=int, default=72)
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per prompt")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "distill.json"))
     args = parser.parse_args()
     rows, precision = {}, f"sample.precision={args.precision}"
     with tempfile.TemporaryDirectory() as tmp:
-        prompts = prompts_file(Path(tmp) / "prompts.jsonl", args.prompts, 1)
+        prompts = prompts_file(Path(tmp) / "prompts.jsonl", args.prompts, args.seeds)
         rows["teacher"] = score(args.teacher, prompts, Path(tmp) / "teacher", f"steps={args.teacher_steps}",
                                 "solver=euler", precision)
         print(json.dumps(rows["teacher"]), flush=True)
@@ -49,7 +52,8 @@ def main() -> None:
             rows[label]["speedup"] = round(rows["teacher"]["seconds_per_clip"] / rows[label]["seconds_per_clip"], 2)
             rows[label]["joint_minus_teacher"] = round(rows[label]["joint"] - rows["teacher"]["joint"], 4)
             print(json.dumps(rows[label]), flush=True)
-    result = {"prompts": args.prompts, "precision": args.precision, "runs": rows,
+    result = {"prompts": args.prompts, "seeds": args.seeds, "clips": args.prompts * args.seeds,
+              "precision": args.precision, "runs": rows,
               "target": "4-step student >= 10x faster than the teacher, joint accuracy within 5 points",
               "command": "python tools/bench/distill.py " + " ".join(sys.argv[1:])}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
