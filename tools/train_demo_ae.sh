@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Recipe for the bundled demo autoencoder (reel/assets/demo_ae): rerun it to reproduce the weights.
-# Five stages on 2 CPU cores (fp32; ~0.7-1.5 s per step at batch 2 x 17x64x64): 1800 steps from scratch
+# Six stages on 2 CPU cores (fp32; ~0.7-1.5 s per step at batch 2 x 17x64x64): 1800 steps from scratch
 # (~50-60 minutes), then a second 3000-step schedule warm-started from them with more weight on
 # edges and objects (~60 minutes to its step-2400 checkpoint), then 1200 steps with the decoder's past-chunk
 # context dropped for half the chunks, so each latent frame carries its own chunk's motion (~30 minutes),
 # then 1000 steps of the decoder alone on noised latents (encoder frozen: the latent space, its stats and
 # the demo DiT stay valid), so it draws sharp corners from a diffusion model's imperfect latents
-# (~12 minutes), then 1500 more decoder-only steps with a heavier edge weight (~15 minutes); that one is
-# bundled. (The bundled stages 4 and 5 were each warm-started from the previous bundle, i.e. fp16 weights;
-# this recipe starts them from the fp32 outputs, which differ from those by that rounding.)
+# (~12 minutes), then 1500 more decoder-only steps with a heavier edge weight (~15 minutes), then 1500 with
+# the silhouette loss (~18 minutes); that one is bundled. (The bundled stages 4 and 5 were each warm-started
+# from the previous bundle, i.e. fp16 weights; this recipe starts them from the fp32 outputs, which differ
+# from those by that rounding. Stage 6 was run from stage 5's fp32 output, as here.)
 #   tools/train_demo_ae.sh [RUN_DIR] [STEPS]
 # A killed run continues where it stopped: the trainer resumes from the newest good checkpoint.
 set -euo pipefail
@@ -60,17 +61,18 @@ decoder_stage "$STAGE3/step1200" "$STAGE4" 3 1000 2e-4 6 200 2
 # oracle joint 0.92 -> 0.94, the demo DiT's 0.92 -> 0.93 on 72 x 4 prompts)
 STAGE5=${RUN_DIR}5
 decoder_stage "$STAGE4/autoencoder" "$STAGE5" 5 1500 1e-4 8 250 3
-# stage 6: again with the silhouette loss (triangles kept pointed: the reconstructions' joint 0.93 -> 1.00)
+# stage 6: again with the silhouette loss, weight 2 (triangles kept pointed: the reconstructions' oracle joint
+# 0.93 -> 1.00, the demo DiT's 0.93 -> 0.944 on 72 x 4 prompts)
 STAGE6=${RUN_DIR}6
-decoder_stage "$STAGE5/autoencoder" "$STAGE6" 6 STEPS6 1e-4 8 250 6 2
+decoder_stage "$STAGE5/autoencoder" "$STAGE6" 6 1500 1e-4 8 250 3 2
 # bundle: EMA weights in fp16 safetensors with their config and latent stats (stage 3's, the encoder is stage 3's)
-.venv/bin/python - "$STAGE5/autoencoder" "$STAGE3/step1200" "$OUT" "$STAGE4/autoencoder" <<'PY'
+.venv/bin/python - "$STAGE6/autoencoder" "$STAGE3/step1200" "$OUT" "$STAGE4/autoencoder" "$STAGE5/autoencoder" <<'PY'
 import sys, torch
 from reel.autoencoders import load_autoencoder, read_autoencoder_config, read_extra_info, save_autoencoder
-src, encoder_src, out, stage4 = sys.argv[1:]
+src, encoder_src, out, *decoder_stages = sys.argv[1:]
 model = load_autoencoder(src)
 info = {**read_extra_info(encoder_src), **read_extra_info(src),
-        "decoder_steps": [read_extra_info(stage4)["steps"], read_extra_info(src)["steps"]]}
+        "decoder_steps": [read_extra_info(stage)["steps"] for stage in [*decoder_stages, src]]}
 save_autoencoder(model, out, read_autoencoder_config(src), dtype=torch.float16, extra_info=info)
 print("bundled", out)
 PY
