@@ -5,8 +5,9 @@ becomes `image=` and the clip's caption the prompt; the oracle scores the genera
 colour and shape agreement with the image, direction against the caption, and the same for the
 checkpoint without the image (text only) as the reference.
 A block-causal checkpoint samples as `reel sample` does (its own sample.rollout unless --rollout says).
-Usage: python tools/bench/image_to_video.py --checkpoint DIR [--steps 20] [--rollout true|false]
+Usage: python tools/bench/image_to_video.py --checkpoint DIR [--steps 20] [--rollout true|false] [--repeats 1]
     [--out benchmarks/image_to_video.json]
+--repeats R samples R clips per colour x shape (18 R in all; R = 1 scores in steps of 1/18, so 0.95 needs all 18).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--rollout", choices=["true", "false"], default=None,
                         help="a block-causal checkpoint: chunk by chunk (true) or all chunks together (false); "
                              "default the checkpoint's sample.rollout")
+    parser.add_argument("--repeats", type=int, default=1, help="clips per colour x shape")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "image_to_video.json"))
     args = parser.parse_args()
     pipe = TextToVideoPipeline.from_checkpoint(args.checkpoint)
@@ -42,7 +44,8 @@ def main() -> None:
     rows = {"image": [], "text_only": []}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for index, (color, shape) in enumerate((c, sh) for c in COLORS for sh in SHAPES):
+        pairs = [(c, sh) for _ in range(args.repeats) for c in COLORS for sh in SHAPES]
+        for index, (color, shape) in enumerate(pairs):
             direction = DIRECTIONS[int(rng.integers(len(DIRECTIONS)))]
             clip = render_clip(999, index, s.height, s.width, s.num_frames,
                                labels={"color": color, "shape": shape, "direction": direction})
