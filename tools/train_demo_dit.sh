@@ -2,12 +2,14 @@
 # Recipe for the bundled demo DiT (reel/assets/demo_dit): dit-tiny with 2x2 patches on the shapes world in
 # the bundled demo autoencoder's latent space. Rerun it to reproduce the weights; a killed run resumes.
 #   tools/train_demo_dit.sh [RUN_DIR] [STEPS] [CLIPS]
-# Three stages (2 CPU cores, ~5 steps/s at batch 8; ~76 minutes with the encoding):
+# Four stages (2 CPU cores, ~5-7 steps/s at batch 8; ~85 minutes with the encoding):
 #   1. layout: 2500 steps at t ~ 1 only, where the target is the prompt's mean clip. This is where the
 #      model learns a prompt-dependent layout (which way the object travels); in ordinary training under 2%
 #      of samples land there and the direction stays on a plateau (benchmarks/RESULTS.md).
 #   2. STEPS steps over all noise levels (more mass at high noise than the default), warm-started from 1.
 #   3. 3000 steps at the default noise levels and a lower lr, for sharper objects.
+#   4. 3000 steps with image-to-video clips mixed in (train.fm.first_frame_prob=0.4). The bundled stage 4 was
+#      warm-started from the previous bundle (stage 3 in fp16); this recipe starts it from stage 3's fp32 output.
 # Then score it: tools/world_prompts.py runs/prompts72.jsonl && reel sample prompts=runs/prompts72.jsonl
 #   out_dir=runs/demo_samples && reel eval world manifest=runs/demo_samples
 set -euo pipefail
@@ -44,9 +46,15 @@ train_dit seed=2 \
     train.init_from="$RUN_DIR/dit" train.run_dir="${RUN_DIR}_detail" train.steps=3000 train.lr=3e-4 \
     train.warmup_steps=50 train.min_lr_ratio=0.1
 
+# stage 4: image-to-video as well: 40% of clips keep their first latent frame clean (at t = 0, out of the
+# loss), as `image=` samples them; this also lifted text-to-video (72 x 4 prompts 0.944 -> 0.965)
+train_dit seed=3 \
+    train.init_from="${RUN_DIR}_detail/dit" train.run_dir="${RUN_DIR}_i2v" train.steps=3000 train.lr=3e-4 \
+    train.warmup_steps=50 train.min_lr_ratio=0.1 train.fm.first_frame_prob=0.4
+
 # bundle: EMA weights in fp16, the config pointing at the bundled autoencoder, no embedding cache path, and
 # the sampling defaults measured best on the 72 prompts (benchmarks/RESULTS.md)
-.venv/bin/python - "${RUN_DIR}_detail/dit" "$OUT" "$GUIDANCE" <<'PY'
+.venv/bin/python - "${RUN_DIR}_i2v/dit" "$OUT" "$GUIDANCE" <<'PY'
 import sys, torch
 from omegaconf import OmegaConf
 from reel.models.dit_checkpoint import load_dit, read_dit_extra_info, save_dit
