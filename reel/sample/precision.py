@@ -1,8 +1,8 @@
 """The number format sampling runs in: fp32 (exact, the default) or bf16 autocast.
 
 bf16 autocast runs the DiT's matmuls and the autoencoder's convolutions in bfloat16 where the device has
-bf16 kernels (CUDA, and CPUs with AVX-512 BF16 or AMX); latents, the solver's updates and the decoded
-frames stay fp32. On the demo models it moves decoded frames by about 0.1 of a uint8 level on average.
+bf16 kernels (CUDA, and CPUs with AVX-512 BF16 or AMX); the latents and the solver's updates stay fp32.
+On the demo models it moves decoded frames by about 0.1 of a uint8 level on average.
 """
 from __future__ import annotations
 
