@@ -114,21 +114,27 @@ class AutoencoderObjective:
         return net
 
     def reconstruction_loss(self, recon: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        loss, terms = self._loss_terms(recon, target)
+        metrics = {"l1": terms.pop("l1").item(), "ssim": terms.pop("ssim").item(),
+                   "psnr": psnr(recon.detach(), target).item()}
+        return loss, {**metrics, **{name: value.item() for name, value in terms.items()}}
+
+    def _loss_terms(self, recon: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The weighted reconstruction loss and its terms as tensors (no host sync)."""
         cfg = self.cfg
         weights = shape_weights(target, cfg.edge, cfg.object)
         l1 = ((recon.float() - target.float()).abs() * weights).sum() / (weights.sum() * recon.shape[1])
         ssim_value = ssim(recon, target)
         loss = cfg.l1 * l1 + cfg.ssim * (1 - ssim_value)
-        metrics = {"l1": l1.item(), "ssim": ssim_value.item(), "psnr": psnr(recon.detach(), target).item()}
-        if cfg.get("silhouette", 0.0) > 0:
-            sil = silhouette_loss(recon, target)
-            loss = loss + cfg.silhouette * sil
-            metrics["silhouette"] = sil.item()
+        terms = {"l1": l1, "ssim": ssim_value}
+        if cfg.silhouette > 0:
+            terms["silhouette"] = silhouette_loss(recon, target)
+            loss = loss + cfg.silhouette * terms["silhouette"]
         if self.perceptual is not None:
-            p = F.mse_loss(self.perceptual(frames_of(recon.float())), self.perceptual(frames_of(target.float())))
-            loss = loss + cfg.perceptual * p
-            metrics["perceptual"] = p.item()
-        return loss, metrics
+            terms["perceptual"] = F.mse_loss(self.perceptual(frames_of(recon.float())),
+                                             self.perceptual(frames_of(target.float())))
+            loss = loss + cfg.perceptual * terms["perceptual"]
+        return loss, terms
 
     def __call__(self, model: nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
         target = batch["video"]
@@ -152,7 +158,7 @@ class AutoencoderObjective:
         assert self.disc is not None
         pixels = recon.detach().float().requires_grad_(True)
         with torch.enable_grad():
-            rec_loss, _ = self.reconstruction_loss(pixels, target)
+            rec_loss, _ = self._loss_terms(pixels, target)
             rec_grad = torch.autograd.grad(rec_loss, pixels)[0]
             gen_grad = torch.autograd.grad(-self.disc(pixels).mean(), pixels)[0]
         return (rec_grad.norm() / (gen_grad.norm() + 1e-4)).clamp(0, 1e4)
