@@ -4,7 +4,12 @@ Each chunk (model.causal_chunk latent frames) is denoised against the cache of t
 it, committed with its clean latents, decoded by the streaming autoencoder decoder and handed out
 as pixel frames. Linear layers carry their constant-size state; softmax and sparse layers keep a
 KV window of the last `window_chunks` chunks plus the first `sink_chunks` (the attention sink);
-RoPE frame positions keep growing.
+RoPE frame positions keep growing (positions="absolute"), or, with positions="cache", every frame sits
+at its slot in the cache, as StreamingLLM places tokens: once the cache is full, each new chunk rebuilds it
+from the sink and window chunks' latents at positions 0, 1, ... and is denoised at the next slot, so no
+position ever exceeds (sink + window + 1) chunks: a model trained on clips that long never sees a frame
+index (or a linear layer's running sum over more chunks) it was not trained on. That costs one forward over
+the cached chunks per chunk.
 
 Prompt switching (segments): when a chunk's prompt differs from the one before, the cache is
 rebuilt under the new prompt from the sink and window chunks' latents (KV recache, as in
@@ -60,19 +65,26 @@ def check_segments(segments: Sequence[Segment], temporal_factor: int) -> int:
     return total
 
 
+POSITIONS = ("absolute", "cache")
+
+
 class LongVideoGenerator:
     """generator.frames(segments, ...) yields uint8 frames (t, H, W, 3) as each chunk is decoded."""
 
     def __init__(self, model, autoencoder, text_encoder, window_chunks: int = 3, sink_chunks: int = 1,
-                 encode_negative=None):
+                 encode_negative=None, positions: str = "absolute"):
         """`encode_negative(prompt) -> TextEmbeddings` on the model's device, when given, encodes the negative
-        prompt (a pipeline passes its memo, so a clip-by-clip rollout encodes it once)."""
+        prompt (a pipeline passes its memo, so a clip-by-clip rollout encodes it once). `positions`: absolute
+        (frame positions keep growing) or cache (each frame at its slot in the cache; see the module)."""
         if model.causal_chunk is None:
             raise ReelError("long=true needs a block-causal DiT (trained with model.causal_chunk set); this "
                             "checkpoint attends over the whole clip")
         if window_chunks < 1 or sink_chunks < 0:
             raise ReelError(f"sample.long_window={window_chunks}, sample.long_sink={sink_chunks}: the window needs "
                             f"at least one chunk and the sink a non-negative number")
+        if positions not in POSITIONS:
+            raise ReelError(f"sample.long_positions={positions!r}: must be one of {', '.join(POSITIONS)}")
+        self.positions = positions
         self.model, self.autoencoder, self.text_encoder = model, autoencoder, text_encoder
         self.encode_negative = encode_negative
         self.chunk = int(model.config.causal_chunk)  # latent frames
@@ -103,17 +115,23 @@ class LongVideoGenerator:
         window: deque[_Chunk] = deque(maxlen=self.window_chunks)
         self.cache, self.cache_sizes = self.new_cache(), []
         prompt = None
+        held = (self.sink_chunks + self.window_chunks) * self.chunk  # latent frames the cache holds when full
         for offset in range(0, latent_frames, self.chunk):
             n = min(self.chunk, latent_frames - offset)
             chunk_prompt = _prompt_at(segments, latent_to_pixel_frame(offset, ae.temporal_factor))
             text = texts[chunk_prompt]
-            if prompt is not None and chunk_prompt != prompt:
+            # cache positions: past a full cache, rebuild it at slots 0, 1, ... and take the next slot
+            slot = min(offset, held) if self.positions == "cache" else offset
+            if slot < offset:
+                self._rebuild([*sinks, *window], text, negative, guidance)
+            elif prompt is not None and chunk_prompt != prompt:
                 self._recache(sinks, window, text, negative, guidance)
             prompt = chunk_prompt
             noise = torch.randn((1, ae.latent_channels, n, h, w), generator=generator).to(device)
             known = image_latent if offset == 0 else None
-            latents = self._denoise(noise, offset, text, negative, steps, guidance, shift, solver, known, progress)
-            self._commit(latents, offset, text, negative, guidance)
+            latents = self._denoise(noise, slot, text, negative, steps, guidance, shift, solver, known, progress)
+            if self.positions == "absolute" or offset + self.chunk <= held:  # else the next chunk rebuilds it
+                self._commit(latents, slot, text, negative, guidance)
             self.cache_sizes.append(self.cache_entries())
             record = _Chunk(offset, latents)
             if len(sinks) < self.sink_chunks:
@@ -161,6 +179,11 @@ class LongVideoGenerator:
         self.cache = self.new_cache()
         for record in [*sinks, *window]:
             self._commit(record.latents, record.offset, text, negative, guidance)
+
+    def _rebuild(self, records, text, negative, guidance) -> None:
+        """A fresh cache holding the sink and window chunks at positions 0, 1, ... (one forward for all)."""
+        self.cache = self.new_cache()
+        self._commit(torch.cat([record.latents for record in records], dim=2), 0, text, negative, guidance)
 
     def cache_entries(self) -> int:
         """Cached key/value entries over all softmax/sparse layers (linear layers hold a fixed-size state)."""

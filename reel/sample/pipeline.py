@@ -209,18 +209,19 @@ class TextToVideoPipeline:
 
         return encode_image(self.autoencoder, image, s.height, s.width, self.device)
 
-    def long_video(self, window_chunks: int = 3, sink_chunks: int = 1):
+    def long_video(self, window_chunks: int = 3, sink_chunks: int = 1, positions: str = "absolute"):
         """A LongVideoGenerator over this pipeline's models (a block-causal DiT)."""
         from reel.sample.long_video import LongVideoGenerator
 
         return LongVideoGenerator(self.model, self.autoencoder, self.text_encoder, window_chunks, sink_chunks,
-                                  encode_negative=self.negative_embedding)
+                                  encode_negative=self.negative_embedding, positions=positions)
 
     def _roll_out_one(self, prompt: str, seed: int, s: SampleSettings, bar, known=None) -> np.ndarray:
         from reel.sample.long_video import Segment
 
         generator = self.long_video(int(self.cfg.sample.get("long_window", 3)),
-                                    int(self.cfg.sample.get("long_sink", 1)))
+                                    int(self.cfg.sample.get("long_sink", 1)),
+                                    str(self.cfg.sample.get("long_positions", "absolute")))
         return np.concatenate(list(generator.frames(
             [Segment(prompt, s.num_frames)], seed, s.height, s.width, s.steps, s.guidance, s.shift, s.solver,
             s.negative_prompt, image_latent=known, progress=bar)))

@@ -29,14 +29,15 @@ def test_long_video_with_a_prompt_switch_is_written_and_scored_by_chunk(causal_c
                         + json.dumps({"prompt": "a red circle moving left", "frames": 18}) + "\n")
     out = tmp_path / "long"
     result = run_reel("sample", f"checkpoint={causal_checkpoint}", f"prompts={segments}", "long=true",
-                      f"out_dir={out}", "steps=2", "sample.long_window=2", "sample.precision=bf16", *QUIET)
+                      f"out_dir={out}", "steps=2", "sample.long_window=2", "sample.precision=bf16",
+                      "sample.long_positions=cache", *QUIET)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["frames"] == 45 and report["peak_rss_mb"] > 0 and report["steady_seconds_per_frame"] > 0
     assert read_video(out / "000000.mp4").shape == (45, 64, 64, 3)
     row = json.loads((out / "manifest.jsonl").read_text())
     assert row["long"] and row["chunk_frames"] == 9 and [s["frames"] for s in row["segments"]] == [27, 18]
-    assert row["precision"] == "bf16"
+    assert row["precision"] == "bf16" and row["long_positions"] == "cache"
     assert (out / "contact_sheet.png").is_file()
 
     scored = run_reel("eval", "world", f"manifest={out}", "per_clip=true", *QUIET)

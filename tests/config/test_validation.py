@@ -72,6 +72,7 @@ def test_shapes_world_canvas_rule():
     ("train.zero_stage=4", "train.zero_stage=4"),
     ("train.precision=fp16", "train.precision=fp16"),
     ("sample.solver=ddim", "sample.solver=ddim"),
+    ("sample.long_positions=relative", "sample.long_positions=relative: must be one of absolute, cache"),
     ("data.kind=folder", "data.metadata=None"),
     ("data.buckets=[64x64]", "data.buckets: bucket '64x64'"),
     ("data.buckets=[64x64x10]", "data.buckets[64x64x10]=10"),

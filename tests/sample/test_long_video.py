@@ -151,3 +151,43 @@ def test_image_conditioning_holds_the_first_latent_frame(autoencoder, tmp_path):
                          known=latent, temporal_patch=1)
     assert torch.equal(out[:, :, :1], latent) and not torch.equal(out[:, :, 1:], noise[:, :, 1:])
     assert all(t.shape == (1, 3) and bool((t[:, 0] == 0).all()) and bool((t[:, 1:] > 0).all()) for t in seen)
+
+
+def test_cache_positions_keep_every_frame_inside_the_cache(autoencoder):
+    """positions=cache: past a full cache each chunk rebuilds it at slots 0, 1, ... in one forward and is
+    denoised at the next slot; the chunks before that are made exactly as with absolute positions."""
+    segments = [Segment("a red circle moving right", 1 + 4 * 7)]
+    _, absolute = _run(_generator(autoencoder, window=2, sink=1), segments)
+    gen = _generator(autoencoder, window=2, sink=1)
+    gen.positions = "cache"
+    offsets, rebuilt = [], []
+    model_chunk, rebuild = gen.model.forward_chunk, gen._rebuild
+
+    def spy_chunk(*args, frame_offset=None, update_cache=False):
+        offsets.append((frame_offset, args[0].shape[2], update_cache))
+        return model_chunk(*args, frame_offset=frame_offset, update_cache=update_cache)
+
+    def spy_rebuild(records, *args):
+        rebuild(records, *args)
+        rebuilt.append(([r.offset for r in records], [r.latents for r in records], gen.cache.blocks[1].attn.k.clone()))
+
+    gen.model.forward_chunk, gen._rebuild = spy_chunk, spy_rebuild
+    _, video = _run(gen, segments)
+    assert video.shape == absolute.shape
+    assert np.array_equal(video[:13], absolute[:13])  # chunks 0-3 (latent frames 0-3): the cache was not full yet
+    assert not np.array_equal(video[13:], absolute[13:])
+    assert max(offset + frames for offset, frames, _ in offsets) == 4  # sink 1 + window 2 + the chunk itself
+    assert [r[0] for r in rebuilt] == [[0, 2, 3], [0, 3, 4], [0, 4, 5], [0, 5, 6]]  # from latent frame 4 on
+    assert gen.cache.blocks[1].attn.frames.tolist() == [0, 1, 2] and set(gen.cache_sizes) <= {1, 2, 3}
+
+    # one forward over the cached chunks gives the cache committing them one by one at slots 0, 1, 2 would
+    _, latents, keys = rebuilt[-1]
+    reference = _generator(autoencoder, window=2, sink=1)
+    reference.cache = reference.new_cache()
+    text, negative = reference.text_encoder.encode([segments[0].prompt]), reference.text_encoder.encode([""])
+    for slot, chunk in enumerate(latents):
+        reference._commit(chunk, slot, text, negative, 1.0)
+    torch.testing.assert_close(keys, reference.cache.blocks[1].attn.k, rtol=0, atol=1e-5)
+
+    with pytest.raises(ReelError, match="sample.long_positions='slots'"):
+        LongVideoGenerator(gen.model, autoencoder, HashTextEncoder(), positions="slots")
