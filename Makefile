@@ -37,6 +37,10 @@ demo: $(STAMP)
 	# the bundled demo DiT draws twelve prompts (mp4s + contact sheet); the oracle scores what it drew
 	$(REEL) sample prompts=tools/demo_prompts.txt out_dir=$(DEMO_DIR)/samples seed=0
 	$(REEL) eval world manifest=$(DEMO_DIR)/samples
+	# the bundled block-causal DiT makes one long video (8 training lengths, the direction switching every
+	# length) chunk by chunk; the oracle scores it window by window
+	$(REEL) sample checkpoint=bundled:demo_causal long=true prompts=tools/demo_long.jsonl out_dir=$(DEMO_DIR)/long
+	$(REEL) eval world manifest=$(DEMO_DIR)/long
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -252,9 +252,9 @@ class SampleConfig:
     # last long_window chunks and of the first long_sink chunks (the attention sink)
     long_window: int = 3
     long_sink: int = 1
-    # absolute: frame positions keep growing with the video; cache: each frame at its slot in the cache, so
-    # none exceeds (long_sink + long_window + 1) chunks (the cache is rebuilt every chunk once full)
-    long_positions: str = "absolute"
+    # cache: each frame at its slot in the cache, so none exceeds (long_sink + long_window + 1) chunks (the
+    # cache is rebuilt every chunk once full); absolute: frame positions keep growing with the video
+    long_positions: str = "cache"
     # a block-causal DiT: true generates every clip chunk by chunk through its cache, each chunk denoised
     # against the clean chunks before it (as long=true does); false denoises all chunks together under the
     # causal mask (the only way with distributed.sp_size > 1); null: the checkpoint's own setting (true for a

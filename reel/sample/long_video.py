@@ -3,13 +3,13 @@
 Each chunk (model.causal_chunk latent frames) is denoised against the cache of the chunks before
 it, committed with its clean latents, decoded by the streaming autoencoder decoder and handed out
 as pixel frames. Linear layers carry their constant-size state; softmax and sparse layers keep a
-KV window of the last `window_chunks` chunks plus the first `sink_chunks` (the attention sink);
-RoPE frame positions keep growing (positions="absolute"), or, with positions="cache", every frame sits
-at its slot in the cache, as StreamingLLM places tokens: once the cache is full, each new chunk rebuilds it
-from the sink and window chunks' latents at positions 0, 1, ... and is denoised at the next slot, so no
-position ever exceeds (sink + window + 1) chunks: a model trained on clips that long never sees a frame
-index (or a linear layer's running sum over more chunks) it was not trained on. That costs one forward over
-the cached chunks per chunk.
+KV window of the last `window_chunks` chunks plus the first `sink_chunks` (the attention sink).
+With positions="cache" (the default) every frame sits at its slot in the cache, as StreamingLLM places
+tokens: once the cache is full, each new chunk rebuilds it from the sink and window chunks' latents at
+positions 0, 1, ... in one forward and is denoised at the next slot, so no position ever exceeds
+(sink + window + 1) chunks: a model trained on clips that long never sees a frame index (or a linear
+layer's running sum over more chunks) it was not trained on. The rebuild replaces the chunk's own commit.
+With positions="absolute", frame (and RoPE) positions keep growing.
 
 Prompt switching (segments): when a chunk's prompt differs from the one before, the cache is
 rebuilt under the new prompt from the sink and window chunks' latents (KV recache, as in
@@ -72,10 +72,10 @@ class LongVideoGenerator:
     """generator.frames(segments, ...) yields uint8 frames (t, H, W, 3) as each chunk is decoded."""
 
     def __init__(self, model, autoencoder, text_encoder, window_chunks: int = 3, sink_chunks: int = 1,
-                 encode_negative=None, positions: str = "absolute"):
+                 encode_negative=None, positions: str = "cache"):
         """`encode_negative(prompt) -> TextEmbeddings` on the model's device, when given, encodes the negative
-        prompt (a pipeline passes its memo, so a clip-by-clip rollout encodes it once). `positions`: absolute
-        (frame positions keep growing) or cache (each frame at its slot in the cache; see the module)."""
+        prompt (a pipeline passes its memo, so a clip-by-clip rollout encodes it once). `positions`: cache
+        (each frame at its slot in the cache; see the module) or absolute (frame positions keep growing)."""
         if model.causal_chunk is None:
             raise ReelError("long=true needs a block-causal DiT (trained with model.causal_chunk set); this "
                             "checkpoint attends over the whole clip")

@@ -209,7 +209,7 @@ class TextToVideoPipeline:
 
         return encode_image(self.autoencoder, image, s.height, s.width, self.device)
 
-    def long_video(self, window_chunks: int = 3, sink_chunks: int = 1, positions: str = "absolute"):
+    def long_video(self, window_chunks: int = 3, sink_chunks: int = 1, positions: str = "cache"):
         """A LongVideoGenerator over this pipeline's models (a block-causal DiT)."""
         from reel.sample.long_video import LongVideoGenerator
 
@@ -221,7 +221,7 @@ class TextToVideoPipeline:
 
         generator = self.long_video(int(self.cfg.sample.get("long_window", 3)),
                                     int(self.cfg.sample.get("long_sink", 1)),
-                                    str(self.cfg.sample.get("long_positions", "absolute")))
+                                    str(self.cfg.sample.get("long_positions", "cache")))
         return np.concatenate(list(generator.frames(
             [Segment(prompt, s.num_frames)], seed, s.height, s.width, s.steps, s.guidance, s.shift, s.solver,
             s.negative_prompt, image_latent=known, progress=bar)))

@@ -96,3 +96,23 @@ def test_a_causal_checkpoint_rolls_clips_out_chunk_by_chunk_as_long_videos_do(ca
                           "steps=2", *extra, *QUIET)
         assert result.returncode == 0, result.stderr[-2000:]
         assert json.loads((out / "manifest.jsonl").read_text())["rollout"] is (name == "rollout")
+
+
+def test_the_bundled_causal_model_follows_a_prompt_switch(tmp_path):
+    """bundled:demo_causal (tools/train_causal_dit.sh) with its stored settings: a red circle goes right, then
+    left, then right again over 3 training lengths, and every window reads back its own prompt."""
+    segments = tmp_path / "segments.jsonl"
+    ways = ["right", "left", "right"]
+    segments.write_text("".join(json.dumps({"prompt": f"a red circle moving {way}", "frames": 17 if i == 0 else 16})
+                                + "\n" for i, way in enumerate(ways)))
+    out = tmp_path / "long"
+    result = run_reel("sample", "checkpoint=bundled:demo_causal", f"prompts={segments}", "long=true",
+                      f"out_dir={out}", *QUIET)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = json.loads((out / "manifest.jsonl").read_text())
+    assert row["steps"] == 8 and row["guidance"] == 2.0 and row["long_positions"] == "cache"
+    scored = run_reel("eval", "world", f"manifest={out}", "per_clip=true", *QUIET)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    clips = json.loads(scored.stdout)["clips"]
+    assert [c["predicted"]["direction"] for c in clips] == ways
+    assert all(c["correct"] for c in clips), [c["predicted"] for c in clips]

@@ -34,10 +34,11 @@ def autoencoder():
     return build(preset("dc-ae-v-tiny"))
 
 
-def _generator(autoencoder, window=2, sink=1, **model):
+def _generator(autoencoder, window=2, sink=1, positions="absolute", **model):
     dit = tiny_dit(attention=["linear", "softmax"], causal_chunk=1, **model).eval()
     dit.latent_channels = autoencoder.latent_channels
-    return LongVideoGenerator(dit, autoencoder, HashTextEncoder(), window_chunks=window, sink_chunks=sink)
+    return LongVideoGenerator(dit, autoencoder, HashTextEncoder(), window_chunks=window, sink_chunks=sink,
+                              positions=positions)
 
 
 def _run(gen, segments, guidance=1.0, image_latent=None):
@@ -158,8 +159,7 @@ def test_cache_positions_keep_every_frame_inside_the_cache(autoencoder):
     denoised at the next slot; the chunks before that are made exactly as with absolute positions."""
     segments = [Segment("a red circle moving right", 1 + 4 * 7)]
     _, absolute = _run(_generator(autoencoder, window=2, sink=1), segments)
-    gen = _generator(autoencoder, window=2, sink=1)
-    gen.positions = "cache"
+    gen = _generator(autoencoder, window=2, sink=1, positions="cache")
     offsets, rebuilt = [], []
     model_chunk, rebuild = gen.model.forward_chunk, gen._rebuild
 
