@@ -103,7 +103,8 @@ def sample_long(cfg, args, checkpoint: str, checkpoint_cfg, chosen: dict) -> int
            "solver": settings.solver, "shift": settings.shift, "negative_prompt": settings.negative_prompt,
            "num_frames": total, "height": settings.height, "width": settings.width, "long": True,
            "chunk_frames": int(checkpoint_cfg.data.num_frames), "long_window": int(cfg.sample.long_window),
-           "long_sink": int(cfg.sample.long_sink), "long_positions": str(cfg.sample.long_positions), "image": args.image, "precision": cfg.sample.precision,
+           "long_sink": int(cfg.sample.long_sink), "long_positions": str(cfg.sample.long_positions),
+           "image": args.image, "precision": cfg.sample.precision,
            "seconds": round(seconds, 4),
            "seconds_per_frame": round(seconds / total, 5), "steady_seconds_per_frame": round(steady, 5),
            "checkpoint": checkpoint}
