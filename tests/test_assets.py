@@ -1,4 +1,6 @@
 """The bundled demo checkpoints: fp16 safetensors, at most 40 MB together, each with its config."""
+import math
+
 from safetensors import safe_open
 
 from reel.assets import ASSETS
@@ -15,13 +17,6 @@ def test_bundled_checkpoints_are_small_fp16_safetensors():
         with safe_open(str(weights), "pt") as tensors:
             slices = [tensors.get_slice(name) for name in tensors.keys()]
             # weights in fp16; only small statistics (an autoencoder's per-channel latent mean/std) stay fp32
-            wide = [s.get_shape() for s in slices if s.get_dtype() != "F16" and _numel(s.get_shape()) >= 1024]
+            wide = [s.get_shape() for s in slices if s.get_dtype() != "F16" and math.prod(s.get_shape()) >= 1024]
         assert not wide, (folder.name, wide)
     assert total <= 40 * 2**20, total
-
-
-def _numel(shape) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count

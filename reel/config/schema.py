@@ -235,6 +235,9 @@ class TrainConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
+LONG_POSITIONS = ("absolute", "cache")  # sample.long_positions
+
+
 @dataclass
 class SampleConfig:
     # null: the checkpoint's own setting (a DiT stores what it was trained with; a distilled student its

@@ -5,6 +5,7 @@ from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig, ListConfig
 
+from reel.config.schema import LONG_POSITIONS
 from reel.data.buckets import parse_bucket
 from reel.errors import ReelError
 
@@ -219,7 +220,7 @@ def _validate_sample(cfg: DictConfig) -> None:
     _positive("sample.long_window", s.long_window)
     if s.long_sink < 0:
         _fail("sample.long_sink", s.long_sink, "must be 0 or more")
-    _choice("sample.long_positions", s.long_positions, ("absolute", "cache"))
+    _choice("sample.long_positions", s.long_positions, LONG_POSITIONS)
     _positive("sample.steps", s.steps, allow_none=True)
     _positive("sample.shift", s.shift, allow_none=True)
     if s.guidance is not None and s.guidance < 0:

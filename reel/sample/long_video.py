@@ -24,6 +24,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from reel.config.schema import LONG_POSITIONS
 from reel.errors import ReelError
 from reel.sample.guidance import guided_velocity
 from reel.sample.image_condition import set_prefix, with_clean_prefix
@@ -65,9 +66,6 @@ def check_segments(segments: Sequence[Segment], temporal_factor: int) -> int:
     return total
 
 
-POSITIONS = ("absolute", "cache")
-
-
 class LongVideoGenerator:
     """generator.frames(segments, ...) yields uint8 frames (t, H, W, 3) as each chunk is decoded."""
 
@@ -82,8 +80,8 @@ class LongVideoGenerator:
         if window_chunks < 1 or sink_chunks < 0:
             raise ReelError(f"sample.long_window={window_chunks}, sample.long_sink={sink_chunks}: the window needs "
                             f"at least one chunk and the sink a non-negative number")
-        if positions not in POSITIONS:
-            raise ReelError(f"sample.long_positions={positions!r}: must be one of {', '.join(POSITIONS)}")
+        if positions not in LONG_POSITIONS:
+            raise ReelError(f"sample.long_positions={positions!r}: must be one of {', '.join(LONG_POSITIONS)}")
         self.positions = positions
         self.model, self.autoencoder, self.text_encoder = model, autoencoder, text_encoder
         self.encode_negative = encode_negative

@@ -6,7 +6,7 @@ samples 16x videos: for every colour x shape (and a random direction), one video
 whose direction switches every training length ("a red circle moving right", "... moving left", ...: the
 object goes back and forth and can stay in view); scored by `reel eval world` window by window.
 Usage: python tools/bench/long_video.py --checkpoint RUN_DIR/dit [--videos 12] [--steps 4] [--out FILE]
-    [--set sample.long_positions=cache ...] [--skip-lengths] [--skip-oracle]
+    [--set sample.long_positions=absolute ...] [--skip-lengths] [--skip-oracle]
 """
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--skip-oracle", action="store_true")
     parser.add_argument("--skip-lengths", action="store_true", help="only the oracle part")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config override for every reel sample (sample.long_positions=cache)")
+                        help="a config override for every reel sample (sample.long_positions=absolute)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "long_video.json"))
     args = parser.parse_args()
     SETTINGS.extend(args.set)
