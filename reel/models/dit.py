@@ -209,22 +209,28 @@ class DiT(nn.Module):
 
     def forward_chunk(self, latents: torch.Tensor, timesteps: torch.Tensor, text_emb: torch.Tensor,
                       text_mask: Optional[torch.Tensor], cache: DiTCache, frame_offset: Optional[int] = None,
-                      update_cache: bool = False) -> torch.Tensor:
+                      update_cache: bool = False, commit_frames: Optional[int] = None) -> torch.Tensor:
         """One or more whole chunks after the committed ones. `frame_offset` (latent frames, default: the
-        frames committed so far) places them in time; `update_cache=True` commits them."""
+        frames committed so far) places them in time; `update_cache=True` commits them, or only the first
+        `commit_frames` latent frames (whole chunks): clean chunks at t = 0 followed by a chunk being denoised
+        (per-frame timesteps), so one forward both commits the past and takes a solver step."""
         if self.causal_chunk is None:
             raise ValueError("forward_chunk needs a block-causal model (model.causal_chunk)")
         offset = cache.frames if frame_offset is None else frame_offset
-        if offset % self.config.causal_chunk:
-            raise ValueError(f"frame_offset={offset} is not at a chunk boundary "
-                             f"(causal_chunk={self.config.causal_chunk})")
-        out = self._run(latents, timesteps, text_emb, text_mask, offset, cache, update_cache)
+        chunk = self.config.causal_chunk
+        if offset % chunk:
+            raise ValueError(f"frame_offset={offset} is not at a chunk boundary (causal_chunk={chunk})")
+        if commit_frames is not None and (commit_frames % chunk or not 0 < commit_frames <= latents.shape[2]):
+            raise ValueError(f"commit_frames={commit_frames} is not a whole number of chunks (causal_chunk={chunk}) "
+                             f"in 1..{latents.shape[2]}")
+        out = self._run(latents, timesteps, text_emb, text_mask, offset, cache, update_cache, commit_frames)
         if update_cache:
-            cache.frames = offset + latents.shape[2]
+            cache.frames = offset + (latents.shape[2] if commit_frames is None else commit_frames)
         return out
 
     def _run(self, latents, timesteps, text_emb, text_mask, frame_offset: int,
-             cache: Optional[DiTCache] = None, update_cache: bool = False) -> torch.Tensor:
+             cache: Optional[DiTCache] = None, update_cache: bool = False,
+             commit_frames: Optional[int] = None) -> torch.Tensor:
         if latents.dim() != 5 or any(size % p for size, p in zip(latents.shape[2:], self.patch_size)):
             raise ValueError(f"latents of shape {tuple(latents.shape)} are not (B, C, T, H, W) in whole patches "
                              f"of {self.patch_size}")
@@ -240,7 +246,8 @@ class DiT(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         frame_times = self.frame_timesteps(timesteps, batch, frames if sp is None else split.total)
         if sp is None:
-            grid = TokenGrid(frames, height, width, frame_offset // pt, self.causal_chunk, self.rope, x.device)
+            grid = TokenGrid(frames, height, width, frame_offset // pt, self.causal_chunk, self.rope, x.device,
+                             commit_frames=None if commit_frames is None else commit_frames // pt)
         else:
             whole = TokenGrid(split.total, height, width, frame_offset // pt, self.causal_chunk, self.rope, x.device)
             grid = whole.replace(frames=frames, frame_offset=whole.frame_offset + split.start,

@@ -88,7 +88,8 @@ class LinearAttention(nn.Module):
         prefix = add_states(cache.state if cache is not None else None, self.earlier_ranks_state(*total))
         kv, ksum = block_causal_states(frame_kv, frame_ksum, grid.chunk_end(), prefix)
         if update_cache:
-            cache.add(*total)
+            kept = grid.committed_frames
+            cache.add(frame_kv[:, :, :kept].sum(2), frame_ksum[:, :, :kept].sum(2))
         return linear_apply(q_rot, q, kv, ksum, self.eps).to(v.dtype)
 
     # Sequence-parallel hooks, the identity on one process: a wrapper replaces them with an

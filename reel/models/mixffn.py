@@ -113,8 +113,8 @@ class MixFFN(nn.Module):
             return F.pad(x, (0, 0, 0, 0, 0, 0, k // 2, k // 2))
         if cache is not None and cache.frames is not None:
             x = torch.cat((cache.frames, x), dim=1)
-        if update_cache:
-            cache.frames = x[:, -(k - 1):]
+        if update_cache:  # the history ends at the last committed frame
+            cache.frames = x[:, :x.shape[1] - grid.frames + grid.committed_frames][:, -(k - 1):]
         return F.pad(x, (0, 0, 0, 0, 0, 0, max(0, k - 1 - (x.shape[1] - grid.frames)), 0))
 
 

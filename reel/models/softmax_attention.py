@@ -49,5 +49,6 @@ class SoftmaxAttention(nn.Module):
         out = block_causal_attention(q, keys.flatten(2, 3), values.flatten(2, 3), grid.chunk_index(),
                                      key_frames // grid.causal_chunk, grid.tokens_per_frame)
         if update_cache:
-            cache.append(k, v, frames)
+            kept = grid.committed_frames
+            cache.append(k[:, :, :kept], v[:, :, :kept], frames[:kept])
         return out

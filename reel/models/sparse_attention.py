@@ -211,5 +211,8 @@ class SlidingTileAttention(nn.Module):
         else:
             out = gathered_tile_attention(q_tiles, keys, values, index, kept, key_valid)
         if update_cache:
-            cache.append(k_tiles, v_tiles, coords[:, 0] * self.tile[0], coords=coords, valid=valid)
+            starts = coords[:, 0] * self.tile[0]
+            kept = (starts < grid.frame_offset + grid.committed_frames).nonzero().squeeze(1)
+            cache.append(k_tiles.index_select(2, kept), v_tiles.index_select(2, kept), starts[kept],
+                         coords=coords[kept], valid=valid[kept])
         return layout.from_tiles(out)

@@ -28,6 +28,7 @@ class TokenGrid:
     rope: Optional[Rope3D] = None
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
     parallel: Optional[Any] = None  # a sequence-parallel slice (reel.parallel.sequence.SequenceSlice)
+    commit_frames: Optional[int] = None  # a cache update stores only the first ones (None: every frame)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -40,6 +41,11 @@ class TokenGrid:
     @property
     def causal(self) -> bool:
         return self.causal_chunk is not None
+
+    @property
+    def committed_frames(self) -> int:
+        """The frames, from the first, that a cache update (update_cache=True) stores."""
+        return self.frames if self.commit_frames is None else self.commit_frames
 
     def replace(self, **changes) -> "TokenGrid":
         """A new grid (with its own RoPE tables), e.g. the full sequence of a sequence-parallel slice."""

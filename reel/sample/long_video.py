@@ -1,15 +1,19 @@
 """Long videos from a block-causal DiT, chunk by chunk, in memory that does not grow with length.
 
 Each chunk (model.causal_chunk latent frames) is denoised against the cache of the chunks before
-it, committed with its clean latents, decoded by the streaming autoencoder decoder and handed out
-as pixel frames. Linear layers carry their constant-size state; softmax and sparse layers keep a
+it, committed with its clean latents (run at t = 0 once more), decoded by the streaming autoencoder
+decoder and handed out as pixel frames. Linear layers carry their constant-size state; softmax and sparse layers keep a
 KV window of the last `window_chunks` chunks plus the first `sink_chunks` (the attention sink).
 With positions="cache" (the default) every frame sits at its slot in the cache, as StreamingLLM places
 tokens: once the cache is full, each new chunk rebuilds it from the sink and window chunks' latents at
-positions 0, 1, ... in one forward and is denoised at the next slot, so no position ever exceeds
-(sink + window + 1) chunks: a model trained on clips that long never sees a frame index (or a linear
-layer's running sum over more chunks) it was not trained on. The rebuild replaces the chunk's own commit.
-With positions="absolute", frame (and RoPE) positions keep growing.
+positions 0, 1, ... and is denoised at the next slot, so no position ever exceeds (sink + window + 1)
+chunks: a model trained on clips that long never sees a frame index (or a linear layer's running sum
+over more chunks) it was not trained on. The cache then never evicts, so the commit needs no pass of
+its own: the clean chunks to commit (the previous chunk, or the sink and window chunks of a rebuild)
+run at t = 0 in front of the next chunk in its first solver forward (per-frame timesteps), and only
+they are stored (DiT.forward_chunk's commit_frames). The last chunk is never committed.
+With positions="absolute", frame (and RoPE) positions keep growing and each chunk is committed by a
+pass of its own (a commit there can evict the window's oldest chunk before the next chunk attends).
 
 Prompt switching (segments): when a chunk's prompt differs from the one before, the cache is
 rebuilt under the new prompt from the sink and window chunks' latents (KV recache, as in
@@ -88,7 +92,7 @@ class LongVideoGenerator:
         self.chunk = int(model.config.causal_chunk)  # latent frames
         self.window_chunks, self.sink_chunks = window_chunks, sink_chunks
         self.cache = None
-        self.cache_sizes: list[int] = []  # entries held by the cache after each commit (memory checks)
+        self.cache_sizes: list[int] = []  # entries the cache holds after each chunk is made (memory checks)
 
     def new_cache(self):
         return self.model.init_cache(window_frames=self.window_chunks * self.chunk,
@@ -114,21 +118,27 @@ class LongVideoGenerator:
         self.cache, self.cache_sizes = self.new_cache(), []
         prompt = None
         held = (self.sink_chunks + self.window_chunks) * self.chunk  # latent frames the cache holds when full
+        pending: list[torch.Tensor] = []  # clean latents of the chunks just before this one, not yet cached
         for offset in range(0, latent_frames, self.chunk):
             n = min(self.chunk, latent_frames - offset)
             chunk_prompt = _prompt_at(segments, latent_to_pixel_frame(offset, ae.temporal_factor))
             text = texts[chunk_prompt]
             # cache positions: past a full cache, rebuild it at slots 0, 1, ... and take the next slot
             slot = min(offset, held) if self.positions == "cache" else offset
-            if slot < offset:
-                self._rebuild([*sinks, *window], text, negative, guidance)
+            if slot < offset:  # this chunk's first forward runs the sink and window chunks at slots 0, 1, ...
+                self.cache = self.new_cache()
+                pending[:] = [torch.cat([record.latents for record in (*sinks, *window)], dim=2)]
             elif prompt is not None and chunk_prompt != prompt:
-                self._recache(sinks, window, text, negative, guidance)
+                self._recache(sinks, window, text, negative, guidance)  # the window holds the previous chunk
+                pending.clear()
             prompt = chunk_prompt
             noise = torch.randn((1, ae.latent_channels, n, h, w), generator=generator).to(device)
             known = image_latent if offset == 0 else None
-            latents = self._denoise(noise, slot, text, negative, steps, guidance, shift, solver, known, progress)
-            if self.positions == "absolute" or offset + self.chunk <= held:  # else the next chunk rebuilds it
+            latents = self._denoise(noise, slot, text, negative, steps, guidance, shift, solver, known, progress,
+                                    pending)
+            if self.positions == "cache":
+                pending.append(latents)  # the next chunk's first forward commits it
+            else:
                 self._commit(latents, slot, text, negative, guidance)
             self.cache_sizes.append(self.cache_entries())
             record = _Chunk(offset, latents)
@@ -143,12 +153,29 @@ class LongVideoGenerator:
         if rest.dim() == 5 and rest.shape[2]:
             yield to_uint8(rest[0].float().clamp(-1, 1))
 
-    def _chunk_fn(self, offset: int):
-        cache = self.cache
-        return lambda x, t, emb, mask: self.model.forward_chunk(x, t, emb, mask, cache, frame_offset=offset)
+    def _chunk_fn(self, offset: int, pending: Optional[list] = None):
+        """model_fn(x, t, emb, mask) for the chunk at latent frame `offset`. `pending` ([clean latents of the
+        chunks right before it, not yet cached] or empty): the first call runs them at t = 0 in front of the
+        chunk, commits them (under both CFG branches when guided, as _commit does) and empties the list."""
+        cache, model = self.cache, self.model
 
-    def _denoise(self, noise, offset, text, negative, steps, guidance, shift, solver, known, progress):
-        model_fn = self._chunk_fn(offset)
+        def run(x, t, emb, mask):
+            if not pending:
+                return model.forward_chunk(x, t, emb, mask, cache, frame_offset=offset)
+            ahead = pending.pop().to(x.dtype)
+            ahead = ahead.repeat(x.shape[0] // ahead.shape[0], 1, 1, 1, 1)
+            n, pt = ahead.shape[2], model.patch_size[0]
+            times = t.to(x.dtype).reshape(x.shape[0], -1).expand(-1, x.shape[2] // pt)  # (B,) or (B, G) -> (B, G)
+            times = torch.cat([times.new_zeros(x.shape[0], n // pt), times], dim=1)
+            out = model.forward_chunk(torch.cat([ahead, x], dim=2), times, emb, mask, cache, frame_offset=offset - n,
+                                      update_cache=True, commit_frames=n)
+            return out[:, :, n:]
+
+        return run
+
+    def _denoise(self, noise, offset, text, negative, steps, guidance, shift, solver, known, progress,
+                 pending: Optional[list] = None):
+        model_fn = self._chunk_fn(offset, pending)
         if known is not None:
             if known.shape[2] >= noise.shape[2]:  # the image fills the whole first chunk: it is the chunk
                 if progress is not None:
@@ -177,11 +204,6 @@ class LongVideoGenerator:
         self.cache = self.new_cache()
         for record in [*sinks, *window]:
             self._commit(record.latents, record.offset, text, negative, guidance)
-
-    def _rebuild(self, records, text, negative, guidance) -> None:
-        """A fresh cache holding the sink and window chunks at positions 0, 1, ... (one forward for all)."""
-        self.cache = self.new_cache()
-        self._commit(torch.cat([record.latents for record in records], dim=2), 0, text, negative, guidance)
 
     def cache_entries(self) -> int:
         """Cached key/value entries over all softmax/sparse layers (linear layers hold a fixed-size state)."""

@@ -86,6 +86,45 @@ def test_chunks_can_come_several_at_a_time_and_with_a_patch_in_time():
         model.forward_chunk(latents[:, :, :2], t, text, mask, cache, frame_offset=3)
 
 
+def cache_state(cache):
+    tensors = []
+    for block in cache.blocks:
+        attn = block.attn
+        tensors += [attn.kv, attn.ksum] if hasattr(attn, "kv") else [attn.k, attn.v, attn.frames, *attn.extras.values()]
+        tensors.append(block.ffn.frames)
+    return tensors
+
+
+@pytest.mark.parametrize("attention", KINDS, ids=str)
+@pytest.mark.parametrize("patch", [[1, 1, 1], [2, 1, 1]], ids=str)
+def test_a_forward_can_commit_the_clean_chunks_in_front_of_a_noisy_one(attention, patch):
+    """commit_frames: clean chunks at t = 0 and a chunk being denoised in one forward store only the clean ones,
+    and the noisy chunk's output is that of a separate commit followed by a read-only step."""
+    model = tiny_dit(attention=attention, depth=depth_of(attention), causal_chunk=2, patch_size=patch).eval()
+    latents, t, text, mask = tiny_inputs(frames=8)
+    clean, noisy = latents[:, :, 2:6], latents[:, :, 6:]
+    groups = 2 // patch[0]  # the noisy chunk's timesteps, per patched frame
+    times = torch.cat([torch.zeros(2, 4 // patch[0]), t[:, None].expand(-1, groups)], dim=1)
+    with torch.no_grad():
+        separate, fused = model.init_cache(), model.init_cache()
+        for cache in (separate, fused):
+            model.forward_chunk(latents[:, :, :2], torch.zeros(2), text, mask, cache, update_cache=True)
+        model.forward_chunk(clean, torch.zeros(2), text, mask, separate, update_cache=True)
+        expected = model.forward_chunk(noisy, t, text, mask, separate)
+        out = model.forward_chunk(torch.cat([clean, noisy], dim=2), times, text, mask, fused, update_cache=True,
+                                  commit_frames=4)
+    assert fused.frames == separate.frames == 6
+    torch.testing.assert_close(out[:, :, 4:], expected, rtol=0, atol=1e-4)
+    for got, want in zip(cache_state(fused), cache_state(separate)):
+        assert (got is None) == (want is None)
+        if got is not None and got.is_floating_point():
+            assert (got - want).abs().max() <= 1e-5 * want.abs().max()  # fp32 sums in another order
+        elif got is not None:
+            assert torch.equal(got, want)  # frame labels, tile coordinates and masks
+    with pytest.raises(ValueError, match="commit_frames=3"):
+        model.forward_chunk(latents[:, :, 6:], t, text, mask, fused, update_cache=True, commit_frames=3)
+
+
 @pytest.mark.parametrize("attention", KINDS, ids=str)
 def test_later_chunks_never_change_earlier_outputs(attention):
     model = tiny_dit(attention=attention, depth=depth_of(attention), causal_chunk=2).eval()

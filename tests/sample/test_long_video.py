@@ -58,21 +58,45 @@ def test_long_generation_keeps_the_cache_bounded_and_streams_every_frame(autoenc
     assert kept == [0, 8, 9]  # the sink and the last two chunks; positions keep growing
 
 
-def test_streamed_frames_equal_decoding_the_committed_latents_whole(autoencoder):
+def record_chunks(gen) -> list:
+    """The clean latents of every chunk the generator makes, in order."""
+    made, denoise = [], gen._denoise
+    gen._denoise = lambda *args: made.append(denoise(*args)) or made[-1]
+    return made
+
+
+def test_streamed_frames_equal_decoding_the_generated_latents_whole(autoencoder):
     gen = _generator(autoencoder)
-    committed = []
-    original = gen._commit
-
-    def record(latents, *args):
-        committed.append(latents)
-        return original(latents, *args)
-
-    gen._commit = record
+    made = record_chunks(gen)
     _, video = _run(gen, [Segment("a blue square moving up", 1 + 4 * 4)])
     with torch.no_grad():
-        whole = autoencoder.decode(torch.cat(committed, dim=2))[0].clamp(-1, 1)
+        whole = autoencoder.decode(torch.cat(made, dim=2))[0].clamp(-1, 1)
     expected = ((whole + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
     assert np.abs(video.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_a_chunk_committed_by_the_next_ones_first_forward_equals_a_separate_commit(autoencoder):
+    """positions=cache commits each chunk (or rebuilds the cache) in front of the next chunk, one forward
+    fewer per chunk; made with separate t = 0 passes instead, every chunk comes out the same."""
+    gen = _generator(autoencoder, window=2, sink=1, positions="cache")
+    made = record_chunks(gen)
+    _run(gen, [Segment("a green circle moving down", 1 + 4 * 6)], guidance=2.0)
+    reference = _generator(autoencoder, window=2, sink=1)
+    reference.cache = reference.new_cache()
+    text, negative = reference.text_encoder.encode(["a green circle moving down"]), reference.text_encoder.encode([""])
+    generator = torch.Generator().manual_seed(3)
+    for index, chunk in enumerate(made):
+        slot = min(index, 3)  # sink 1 + window 2 chunks, then the chunk itself
+        if slot < index:  # rebuild from the sink and window chunks at slots 0, 1, 2
+            reference.cache = reference.new_cache()
+            for held, source in enumerate((0, index - 2, index - 1)):
+                reference._commit(made[source], held, text, negative, 2.0)
+        noise = torch.randn((1, autoencoder.latent_channels, 1, 2, 2), generator=generator)
+        latents = reference._denoise(noise, slot, text, negative, 2, 2.0, 1.0, "euler", None, None)
+        if slot == index:
+            reference._commit(latents, slot, text, negative, 2.0)
+        torch.testing.assert_close(chunk, latents, rtol=0, atol=1e-4)
+    assert len(made) == 7 and (made[-1] - made[-2]).abs().max() > 1e-2
 
 
 def test_prompt_switch_rebuilds_the_cache_from_the_window_under_the_new_prompt(autoencoder):
@@ -131,12 +155,12 @@ def test_image_conditioning_holds_the_first_latent_frame(autoencoder, tmp_path):
         read_image(tmp_path / "missing.png", SIZE, SIZE)
 
     # the causal generator: with one latent frame per chunk the image is the first chunk
-    gen = _generator(autoencoder)
-    committed = []
-    original = gen._commit
-    gen._commit = lambda latents, *a: (committed.append(latents), original(latents, *a))[1]
+    gen = _generator(autoencoder, positions="cache")
+    made, inputs, forward = record_chunks(gen), [], gen.model.forward_chunk
+    gen.model.forward_chunk = lambda x, *a, **k: (inputs.append((x, k.get("commit_frames"))), forward(x, *a, **k))[1]
     _run(gen, [Segment("a red square moving up", 9)], image_latent=latent)
-    assert torch.equal(committed[0], latent)
+    assert torch.equal(made[0], latent)
+    assert torch.equal(inputs[0][0][:, :, :1], latent) and inputs[0][1] == 1  # chunk 1 commits it, untouched
 
     # the whole-clip sampler: the first frame stays the image, per-frame times reach the model
     dit = tiny_dit(attention="linear").eval()
@@ -161,27 +185,29 @@ def test_cache_positions_keep_every_frame_inside_the_cache(autoencoder):
     _, absolute = _run(_generator(autoencoder, window=2, sink=1), segments)
     gen = _generator(autoencoder, window=2, sink=1, positions="cache")
     offsets, rebuilt = [], []
-    model_chunk, rebuild = gen.model.forward_chunk, gen._rebuild
+    made, model_chunk = record_chunks(gen), gen.model.forward_chunk
 
-    def spy_chunk(*args, frame_offset=None, update_cache=False):
-        offsets.append((frame_offset, args[0].shape[2], update_cache))
-        return model_chunk(*args, frame_offset=frame_offset, update_cache=update_cache)
+    def spy_chunk(x, *args, frame_offset=None, update_cache=False, commit_frames=None):
+        offsets.append((frame_offset, x.shape[2]))
+        out = model_chunk(x, *args, frame_offset=frame_offset, update_cache=update_cache, commit_frames=commit_frames)
+        if commit_frames == 3:  # a rebuild: the sink and window chunks in front of the new one
+            rebuilt.append((len(made), x[:, :, :3], gen.cache.blocks[1].attn.k.clone()))
+        return out
 
-    def spy_rebuild(records, *args):
-        rebuild(records, *args)
-        rebuilt.append(([r.offset for r in records], [r.latents for r in records], gen.cache.blocks[1].attn.k.clone()))
-
-    gen.model.forward_chunk, gen._rebuild = spy_chunk, spy_rebuild
+    gen.model.forward_chunk = spy_chunk
     _, video = _run(gen, segments)
     assert video.shape == absolute.shape
     assert np.array_equal(video[:13], absolute[:13])  # chunks 0-3 (latent frames 0-3): the cache was not full yet
     assert not np.array_equal(video[13:], absolute[13:])
-    assert max(offset + frames for offset, frames, _ in offsets) == 4  # sink 1 + window 2 + the chunk itself
-    assert [r[0] for r in rebuilt] == [[0, 2, 3], [0, 3, 4], [0, 4, 5], [0, 5, 6]]  # from latent frame 4 on
-    assert gen.cache.blocks[1].attn.frames.tolist() == [0, 1, 2] and set(gen.cache_sizes) <= {1, 2, 3}
+    assert max(offset + frames for offset, frames in offsets) == 4  # sink 1 + window 2 + the chunk itself
+    assert [chunk for chunk, _, _ in rebuilt] == [4, 5, 6, 7]  # each chunk from latent frame 4 on rebuilds
+    for chunk, clean, _ in rebuilt:  # from the sink and the window's latents: chunks 0, chunk - 2, chunk - 1
+        assert torch.equal(clean, torch.cat([made[0], made[chunk - 2], made[chunk - 1]], dim=2))
+    assert gen.cache.blocks[1].attn.frames.tolist() == [0, 1, 2] and set(gen.cache_sizes) <= {0, 1, 2, 3}
 
     # one forward over the cached chunks gives the cache committing them one by one at slots 0, 1, 2 would
-    _, latents, keys = rebuilt[-1]
+    _, clean, keys = rebuilt[-1]
+    latents = clean.split(1, dim=2)
     reference = _generator(autoencoder, window=2, sink=1)
     reference.cache = reference.new_cache()
     text, negative = reference.text_encoder.encode([segments[0].prompt]), reference.text_encoder.encode([""])
