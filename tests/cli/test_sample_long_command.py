@@ -110,7 +110,7 @@ def test_the_bundled_causal_model_follows_a_prompt_switch(tmp_path):
                       f"out_dir={out}", *QUIET)
     assert result.returncode == 0, result.stderr[-2000:]
     row = json.loads((out / "manifest.jsonl").read_text())
-    assert row["steps"] == 8 and row["guidance"] == 2.0 and row["long_positions"] == "cache"
+    assert row["steps"] == 8 and row["guidance"] == 1.25 and row["long_positions"] == "cache"
     scored = run_reel("eval", "world", f"manifest={out}", "per_clip=true", *QUIET)
     assert scored.returncode == 0, scored.stderr[-2000:]
     clips = json.loads(scored.stdout)["clips"]

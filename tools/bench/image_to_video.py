@@ -5,8 +5,8 @@ becomes `image=` and the clip's caption the prompt; the oracle scores the genera
 colour and shape agreement with the image, direction against the caption, and the same for the
 checkpoint without the image (text only) as the reference.
 A block-causal checkpoint samples as `reel sample` does (its own sample.rollout unless --rollout says).
-Usage: python tools/bench/image_to_video.py --checkpoint DIR [--steps 20] [--rollout true|false] [--repeats 1]
-    [--out benchmarks/image_to_video.json]
+Usage: python tools/bench/image_to_video.py --checkpoint DIR [--steps 20] [--guidance 2] [--rollout true|false]
+    [--repeats 1] [--out benchmarks/image_to_video.json]
 --repeats R samples R clips per colour x shape (18 R in all; R = 1 scores in steps of 1/18, so 0.95 needs all 18).
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's sample.guidance")
     parser.add_argument("--rollout", choices=["true", "false"], default=None,
                         help="a block-causal checkpoint: chunk by chunk (true) or all chunks together (false); "
                              "default the checkpoint's sample.rollout")
@@ -39,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     pipe = TextToVideoPipeline.from_checkpoint(args.checkpoint)
     rollout = None if args.rollout is None else args.rollout == "true"
-    s = pipe.settings(steps=args.steps)
+    s = pipe.settings(steps=args.steps, guidance=args.guidance)
     rng = np.random.default_rng(0)
     rows = {"image": [], "text_only": []}
     started = time.perf_counter()
@@ -52,7 +53,7 @@ def main() -> None:
             image = Path(tmp) / f"{index}.png"
             Image.fromarray(clip.frames[0]).save(image)
             for kind in rows:
-                video = pipe.generate([clip.caption], [index], steps=s.steps, progress=False,
+                video = pipe.generate([clip.caption], [index], steps=s.steps, guidance=s.guidance, progress=False,
                                       image=image if kind == "image" else None, rollout=rollout)[0]
                 predicted = score_frames(video)
                 rows[kind].append({"caption": clip.caption, "expected": clip.labels, "predicted": predicted})
