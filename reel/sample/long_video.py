@@ -2,8 +2,9 @@
 
 Each chunk (model.causal_chunk latent frames) is denoised against the cache of the chunks before
 it, committed with its clean latents (run at t = 0 once more), decoded by the streaming autoencoder
-decoder and handed out as pixel frames. Linear layers carry their constant-size state; softmax and sparse layers keep a
-KV window of the last `window_chunks` chunks plus the first `sink_chunks` (the attention sink).
+decoder and handed out as pixel frames. Linear layers carry their constant-size state; softmax and
+sparse layers keep a KV window of the last `window_chunks` chunks plus the first `sink_chunks` (the
+attention sink).
 With positions="cache" (the default) every frame sits at its slot in the cache, as StreamingLLM places
 tokens: once the cache is full, each new chunk rebuilds it from the sink and window chunks' latents at
 positions 0, 1, ... and is denoised at the next slot, so no position ever exceeds (sink + window + 1)
