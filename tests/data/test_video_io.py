@@ -21,6 +21,15 @@ def test_mp4_round_trip_keeps_shapes_clips_above_35_db(tmp_path):
         assert psnr(decoded, frames) >= 35.0, combo
 
 
+def test_the_same_frames_always_encode_to_the_same_file(tmp_path):
+    """A scored sample must not move with each write: x264's lookahead made encodes differ from run to run."""
+    frames = render_clip(0, 3, 64, 64, 65).frames.astype(np.int16)
+    frames += np.random.default_rng(0).integers(-12, 13, size=frames.shape, dtype=np.int16)  # like a model's output
+    frames = frames.clip(0, 255).astype(np.uint8)
+    written = [write_video(tmp_path / f"{i}.mp4", frames, fps=16.0).read_bytes() for i in range(4)]
+    assert all(data == written[0] for data in written[1:])
+
+
 def test_probe_reports_the_written_stream(tmp_path):
     frames = render_clip(1, 0, 48, 80, 9).frames
     path = write_video(tmp_path / "clip.mp4", frames, fps=7.5)
