@@ -93,6 +93,7 @@ class LongVideoGenerator:
         self.chunk = int(model.config.causal_chunk)  # latent frames
         self.window_chunks, self.sink_chunks = window_chunks, sink_chunks
         self.cache = None
+        self.uncommitted: Optional[torch.Tensor] = None  # cache positions: clean chunks the next forward commits
         self.cache_sizes: list[int] = []  # entries the cache holds after each chunk is made (memory checks)
 
     def new_cache(self):
@@ -119,7 +120,7 @@ class LongVideoGenerator:
         self.cache, self.cache_sizes = self.new_cache(), []
         prompt = None
         held = (self.sink_chunks + self.window_chunks) * self.chunk  # latent frames the cache holds when full
-        pending: list[torch.Tensor] = []  # clean latents of the chunks just before this one, not yet cached
+        self.uncommitted = None
         for offset in range(0, latent_frames, self.chunk):
             n = min(self.chunk, latent_frames - offset)
             chunk_prompt = _prompt_at(segments, latent_to_pixel_frame(offset, ae.temporal_factor))
@@ -128,17 +129,16 @@ class LongVideoGenerator:
             slot = min(offset, held) if self.positions == "cache" else offset
             if slot < offset:  # this chunk's first forward runs the sink and window chunks at slots 0, 1, ...
                 self.cache = self.new_cache()
-                pending[:] = [torch.cat([record.latents for record in (*sinks, *window)], dim=2)]
+                self.uncommitted = torch.cat([record.latents for record in (*sinks, *window)], dim=2)
             elif prompt is not None and chunk_prompt != prompt:
                 self._recache(sinks, window, text, negative, guidance)  # the window holds the previous chunk
-                pending.clear()
+                self.uncommitted = None
             prompt = chunk_prompt
             noise = torch.randn((1, ae.latent_channels, n, h, w), generator=generator).to(device)
             known = image_latent if offset == 0 else None
-            latents = self._denoise(noise, slot, text, negative, steps, guidance, shift, solver, known, progress,
-                                    pending)
+            latents = self._denoise(noise, slot, text, negative, steps, guidance, shift, solver, known, progress)
             if self.positions == "cache":
-                pending.append(latents)  # the next chunk's first forward commits it
+                self.uncommitted = latents  # the next chunk's first forward commits it
             else:
                 self._commit(latents, slot, text, negative, guidance)
             self.cache_sizes.append(self.cache_entries())
@@ -154,17 +154,17 @@ class LongVideoGenerator:
         if rest.dim() == 5 and rest.shape[2]:
             yield to_uint8(rest[0].float().clamp(-1, 1))
 
-    def _chunk_fn(self, offset: int, pending: Optional[list] = None):
-        """model_fn(x, t, emb, mask) for the chunk at latent frame `offset`. `pending` ([clean latents of the
-        chunks right before it, not yet cached] or empty): the first call runs them at t = 0 in front of the
-        chunk, commits them (under both CFG branches when guided, as _commit does) and empties the list."""
+    def _chunk_fn(self, offset: int):
+        """model_fn(x, t, emb, mask) for the chunk at latent frame `offset`. The first call runs the clean
+        chunks right before it that the cache lacks (self.uncommitted) at t = 0 in front of it and commits
+        them (under both CFG branches when guided, as _commit does)."""
         cache, model = self.cache, self.model
 
         def run(x, t, emb, mask):
-            if not pending:
+            ahead, self.uncommitted = self.uncommitted, None
+            if ahead is None:
                 return model.forward_chunk(x, t, emb, mask, cache, frame_offset=offset)
-            ahead = pending.pop().to(x.dtype)
-            ahead = ahead.repeat(x.shape[0] // ahead.shape[0], 1, 1, 1, 1)
+            ahead = ahead.to(x.dtype).repeat(x.shape[0] // ahead.shape[0], 1, 1, 1, 1)
             n, pt = ahead.shape[2], model.patch_size[0]
             times = t.to(x.dtype).reshape(x.shape[0], -1).expand(-1, x.shape[2] // pt)  # (B,) or (B, G) -> (B, G)
             times = torch.cat([times.new_zeros(x.shape[0], n // pt), times], dim=1)
@@ -174,9 +174,8 @@ class LongVideoGenerator:
 
         return run
 
-    def _denoise(self, noise, offset, text, negative, steps, guidance, shift, solver, known, progress,
-                 pending: Optional[list] = None):
-        model_fn = self._chunk_fn(offset, pending)
+    def _denoise(self, noise, offset, text, negative, steps, guidance, shift, solver, known, progress):
+        model_fn = self._chunk_fn(offset)
         if known is not None:
             if known.shape[2] >= noise.shape[2]:  # the image fills the whole first chunk: it is the chunk
                 if progress is not None:
