@@ -176,3 +176,16 @@ def latent_space_digest(path: Path) -> str:
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
+
+
+def same_latent_space(a: Union[str, Path], b: Union[str, Path]) -> bool:
+    """Whether two autoencoder folders make the same latents: for reel folders, every stored tensor outside the
+    decoder (the latent statistics included) equal in value, whatever precision each was saved in; for
+    diffusers folders, the same identity."""
+    a, b = resolve_checkpoint_path(a), resolve_checkpoint_path(b)
+    if _diffusers_backend(a) is not None or _diffusers_backend(b) is not None:
+        return autoencoder_identity(a) == autoencoder_identity(b)
+    outside = lambda name: not name.startswith("decoder.")  # noqa: E731
+    first, second = load_weights(a, keep=outside), load_weights(b, keep=outside)
+    return first.keys() == second.keys() and all(
+        first[k].shape == second[k].shape and torch.equal(first[k].float(), second[k].float()) for k in first)

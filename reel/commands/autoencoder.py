@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from omegaconf import MISSING
@@ -117,6 +117,37 @@ def autoencoder_stats_command(cfg, args: StatsArgs) -> int:
     return 0
 
 
+@dataclass
+class PruneDecoderArgs:
+    checkpoint: str = MISSING  # a reel autoencoder folder
+    decoder_depth_list: List[int] = field(default_factory=list)  # blocks kept per decoder stage (high res first)
+    out: str = MISSING  # the new autoencoder folder (fine-tune its decoder with reel train ae)
+    name: Optional[str] = None  # its config name; default: the source's plus "-d" and the depths
+
+
+@torch.no_grad()
+def prune_decoder_command(cfg, args: PruneDecoderArgs) -> int:
+    from reel.autoencoders import (VideoAutoencoder, count_parameters, load_autoencoder, read_autoencoder_config,
+                                   read_extra_info, save_autoencoder)
+    from reel.autoencoders.prune import drop_decoder_blocks
+
+    model = load_autoencoder(args.checkpoint)
+    if not isinstance(model, VideoAutoencoder):
+        raise ReelError(f"checkpoint={args.checkpoint}: a diffusers autoencoder; prune-decoder takes a reel DC-AE-V "
+                        f"folder")
+    depths = list(args.decoder_depth_list)
+    name = args.name or f"{read_autoencoder_config(args.checkpoint).name}-d{''.join(map(str, depths))}"
+    pruned, config = drop_decoder_blocks(model, depths, name)
+    dtype = next(iter(model.state_dict().values())).dtype
+    info = {**read_extra_info(args.checkpoint), "pruned_from": args.checkpoint,
+            "decoder_depth_list": depths}
+    save_autoencoder(pruned, args.out, config, dtype=dtype, extra_info=info)
+    print(json.dumps({"out": args.out, "name": name, "decoder_depth_list": depths,
+                      "decoder_params": count_parameters(pruned.decoder),
+                      "source_decoder_params": count_parameters(model.decoder)}))
+    return 0
+
+
 COMMANDS = [
     Command(("eval", "autoencoder"), "reconstruct clips; print PSNR and SSIM per clip and their mean (JSON)",
             eval_autoencoder_command, EvalAutoencoderArgs,
@@ -125,4 +156,9 @@ COMMANDS = [
                 "`reel eval world manifest=DIR`."),
     Command(("autoencoder", "stats"), "compute per-channel latent mean/std over a dataset and store them",
             autoencoder_stats_command, StatsArgs),
+    Command(("autoencoder", "prune-decoder"), "a lighter decoder for the same latents: keep the first blocks of "
+            "each decoder stage", prune_decoder_command, PruneDecoderArgs,
+            doc="Example: reel autoencoder prune-decoder checkpoint=bundled:demo_ae decoder_depth_list=[0,0,2,2] "
+                "out=runs/ae_light/start\nThe encoder and latent statistics are copied unchanged; fine-tune the "
+                "decoder with reel train ae autoencoder.checkpoint=OUT train.ae.freeze_encoder=true."),
 ]

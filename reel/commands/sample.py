@@ -156,7 +156,8 @@ def sample_command(cfg, args: SampleArgs) -> int:
         raise ReelError(f"distributed.sp_size={ranks.sp_size}: {checkpoint} is block-causal and generates chunk by "
                         f"chunk on one process; set sample.rollout=false to denoise all chunks together, split "
                         f"over the processes")
-    pipeline = TextToVideoPipeline.from_checkpoint(checkpoint, default_device(ranks.local_rank))
+    pipeline = TextToVideoPipeline.from_checkpoint(checkpoint, default_device(ranks.local_rank),
+                                                   cfg.sample.autoencoder)
     if args.lora:
         from reel.models.lora_checkpoint import apply_lora
 
@@ -187,7 +188,8 @@ def sample_command(cfg, args: SampleArgs) -> int:
                     "guidance": s.guidance, "solver": s.solver, "shift": s.shift,
                     "negative_prompt": s.negative_prompt, "num_frames": s.num_frames, "height": s.height,
                     "width": s.width, "rollout": rollout, "precision": cfg.sample.precision,
-                    "seconds": round(seconds, 4), "checkpoint": checkpoint}
+                    "seconds": round(seconds, 4), "checkpoint": checkpoint,
+                    "autoencoder": str(pipeline.cfg.autoencoder.checkpoint)}
                 if args.image:
                     rows[request.index]["image"] = args.image
                 keep = np.linspace(0, len(video) - 1, num=min(SHEET_FRAMES, len(video))).round().astype(int)

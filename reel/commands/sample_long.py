@@ -68,7 +68,7 @@ def sample_long(cfg, args, checkpoint: str, checkpoint_cfg, chosen: dict) -> int
     segments = read_segments(args, num_frames)
     total = check_segments(segments, int(checkpoint_cfg.autoencoder.temporal_factor))
     settings = sample_settings(checkpoint_cfg, num_frames=total, **chosen)
-    pipeline = TextToVideoPipeline.from_checkpoint(checkpoint, default_device(0))
+    pipeline = TextToVideoPipeline.from_checkpoint(checkpoint, default_device(0), cfg.sample.autoencoder)
     generator = pipeline.long_video(int(cfg.sample.long_window), int(cfg.sample.long_sink),
                                     str(cfg.sample.long_positions))
     image = pipeline.image_latent(args.image, settings) if args.image else None
@@ -107,7 +107,7 @@ def sample_long(cfg, args, checkpoint: str, checkpoint_cfg, chosen: dict) -> int
            "image": args.image, "precision": cfg.sample.precision,
            "seconds": round(seconds, 4),
            "seconds_per_frame": round(seconds / total, 5), "steady_seconds_per_frame": round(steady, 5),
-           "checkpoint": checkpoint}
+           "checkpoint": checkpoint, "autoencoder": str(pipeline.cfg.autoencoder.checkpoint)}
     (out_dir / "manifest.jsonl").write_text(json.dumps(row) + "\n")
     write_contact_sheet(out_dir / "contact_sheet.png", [np.stack(sheet)], [segments[0].prompt],
                         max_frames=SHEET_FRAMES)

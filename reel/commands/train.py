@@ -59,6 +59,21 @@ def autoencoder_preview(cfg, count: int):
     return preview
 
 
+def _check_checkpoint_arch(cfg_autoencoder, model) -> None:
+    """The run builds and saves the configured architecture: a checkpoint with another one would train, then
+    fail to save its EMA weights at the end."""
+    import dataclasses
+
+    from reel.autoencoders import resolve_arch
+
+    configured = dataclasses.asdict(resolve_arch(cfg_autoencoder))
+    for key, value in dataclasses.asdict(model.arch).items():
+        if configured[key] != value:
+            given, wanted = (json.dumps(v, separators=(",", ":")) for v in (configured[key], value))
+            raise ReelError(f"autoencoder.arch.{key}={given}: the checkpoint {cfg_autoencoder.checkpoint} has "
+                            f"{wanted}; pass ++autoencoder.arch.{key}={wanted} (or the config it was trained with)")
+
+
 def train_autoencoder_command(cfg, args: TrainAutoencoderArgs) -> int:
     from reel.autoencoders import VideoAutoencoder, autoencoder_from_config, build_autoencoder, save_autoencoder
     from reel.autoencoders.model import count_parameters
@@ -72,6 +87,8 @@ def train_autoencoder_command(cfg, args: TrainAutoencoderArgs) -> int:
     if not isinstance(model, VideoAutoencoder):
         raise ReelError(f"autoencoder.checkpoint={cfg.autoencoder.checkpoint}: a diffusers autoencoder; reel train ae "
                         f"trains reel's DC-AE-V (leave autoencoder.checkpoint unset or give a reel folder)")
+    if cfg.autoencoder.checkpoint:
+        _check_checkpoint_arch(cfg.autoencoder, model)
     if cfg.train.ae.warm_start:
         from reel.autoencoders.checkpoint import warm_start
         if cfg.autoencoder.checkpoint:

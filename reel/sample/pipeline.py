@@ -112,16 +112,28 @@ class TextToVideoPipeline:
 
     @classmethod
     def from_checkpoint(cls, path: Optional[Union[str, os.PathLike]] = None,
-                        device: Union[str, torch.device] = "cpu") -> "TextToVideoPipeline":
-        """A DiT folder (what `reel train dit` writes to RUN_DIR/dit); None: the bundled demo model."""
+                        device: Union[str, torch.device] = "cpu",
+                        autoencoder: Optional[Union[str, os.PathLike]] = None) -> "TextToVideoPipeline":
+        """A DiT folder (what `reel train dit` writes to RUN_DIR/dit); None: the bundled demo model.
+        `autoencoder`: decode (and encode images) with this folder instead of the one the DiT's config names;
+        it must make the same latents (same encoder and latent statistics), e.g. a lighter decoder from
+        `reel autoencoder prune-decoder`."""
         from reel.autoencoders import load_autoencoder
-        from reel.models.dit_checkpoint import load_dit
+        from reel.autoencoders.checkpoint import same_latent_space
+        from reel.models.dit_checkpoint import load_dit, read_dit_config
         from reel.models.text_encoder import build_text_encoder
 
         path = resolve_checkpoint(path)
-        model, cfg = load_dit(path, device)
-        if not cfg.autoencoder.get("checkpoint"):
+        trained_on = read_dit_config(path).autoencoder.get("checkpoint")
+        if not trained_on:
             raise ReelError(f"checkpoint {path}: its config.yaml names no autoencoder.checkpoint to decode with")
+        if autoencoder is not None and str(autoencoder) != str(trained_on):
+            if not same_latent_space(autoencoder, trained_on):
+                raise ReelError(f"sample.autoencoder={autoencoder}: its encoder or latent statistics differ from "
+                                f"{trained_on}, the autoencoder {path} was trained on")
+        model, cfg = load_dit(path, device)
+        if autoencoder is not None:
+            cfg = OmegaConf.merge(cfg, {"autoencoder": {"checkpoint": str(autoencoder)}})
         autoencoder = load_autoencoder(cfg.autoencoder.checkpoint, device)
         for key, expected in (("latent_channels", cfg.dit.latent_channels),
                               ("spatial_factor", cfg.autoencoder.spatial_factor),

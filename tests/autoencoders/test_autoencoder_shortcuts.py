@@ -90,3 +90,17 @@ def test_shortcuts_reshape_without_learning():
     unpacked = up.shortcut(packed, cache)
     assert unpacked.shape == x.shape
     assert torch.equal(unpacked.flatten()[:8], torch.tensor([0.5, 0.5, 2.5, 2.5, 4.5, 4.5, 6.5, 6.5]))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("time_factor", [1, 2])
+@pytest.mark.parametrize("first_frame", [True, False])
+def test_an_up_block_is_its_learned_path_plus_its_shortcut_bit_for_bit(time_factor, first_frame):
+    """UpBlock adds the shortcut before its one unpack; that must equal unpacking each path and adding."""
+    torch.manual_seed(0)
+    up = UpBlock(8, 4, time_factor=time_factor)
+    x = torch.randn(3, 8, 1 if first_frame else 2, 4, 4)
+    cache = ChunkCache(3)
+    cache.first_frame = first_frame
+    learned = up.unpack(up.conv(x, ChunkCache(3)), cache)
+    assert torch.equal(up(x, cache), learned + up.shortcut(x, cache))

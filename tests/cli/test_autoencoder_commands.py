@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from reel.autoencoders import load_autoencoder
+from reel.autoencoders.checkpoint import same_latent_space
 from tests.conftest import run_reel
 
 TINY = ["autoencoder=dc-ae-v-tiny", "data.height=32", "data.width=32", "data.num_frames=9",
@@ -120,3 +121,30 @@ def test_warm_start_to_more_latent_channels_trains(trained, tmp_path):
     fresh = json.loads(next(line for line in result.stdout.splitlines() if '"warm_start"' in line))["fresh"]
     assert "encoder.head.conv.weight" in fresh and "encoder.stem.weight" not in fresh
     assert load_autoencoder(tmp_path / "w" / "autoencoder").latent_channels == 8
+
+
+def test_a_pruned_decoder_fine_tunes_on_the_same_latents(trained, tmp_path):
+    base, start = trained / "autoencoder", tmp_path / "start"
+    pruned = run_reel("autoencoder", "prune-decoder", f"checkpoint={base}", "decoder_depth_list=[0,1,1,1]",
+                      f"out={start}")
+    assert pruned.returncode == 0, pruned.stderr[-2000:]
+    summary = json.loads(pruned.stdout.strip().splitlines()[-1])
+    assert summary["name"] == "dc-ae-v-tiny-d0111" and summary["decoder_params"] < summary["source_decoder_params"]
+    assert same_latent_space(base, start)
+    light = ["++autoencoder.arch.decoder_depth_list=[0,1,1,1]", f"autoencoder.checkpoint={start}",
+             "train.ae.freeze_encoder=true", "train.steps=1", "train.batch_size=2", "train.warmup_steps=1",
+             "train.preview_every=100", "train.precision=fp32"]
+    result = run_reel("train", "ae", *TINY, *light, f"train.run_dir={tmp_path / 'light'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    tuned = tmp_path / "light" / "autoencoder"
+    assert load_autoencoder(tuned).arch.decoder_depth_list == [0, 1, 1, 1] and same_latent_space(base, tuned)
+    # the configured architecture must be the checkpoint's: it is what the run saves at its end
+    result = run_reel("train", "ae", *TINY, *light[1:], f"train.run_dir={tmp_path / 'mismatch'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        f"autoencoder.arch.decoder_depth_list=[1,1,1,1]: the checkpoint {start} has [0,1,1,1]; pass "
+        f"++autoencoder.arch.decoder_depth_list=[0,1,1,1] (or the config it was trained with)")
+    too_deep = run_reel("autoencoder", "prune-decoder", f"checkpoint={base}", "decoder_depth_list=[2,1,1,1]",
+                        f"out={tmp_path / 'deep'}")
+    assert too_deep.returncode == 2 and "decoder_depth_list=[2, 1, 1, 1]" in too_deep.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "deep").exists()

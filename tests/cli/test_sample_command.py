@@ -208,3 +208,30 @@ def test_the_bundled_demo_model_is_the_default():
     assert pipeline.checkpoint == "bundled:demo_dit" and pipeline.cfg.autoencoder.checkpoint == "bundled:demo_ae"
     videos = pipeline.generate(["a red square moving up"], [0], steps=2, progress=False)
     assert videos.shape == (1, 17, 64, 64, 3) and videos.std() > 1
+
+
+def test_a_lighter_decoder_of_the_same_latents_decodes_the_same_denoised_latents(checkpoint, pipeline, tmp_path,
+                                                                                  capsys):
+    from reel.autoencoders import load_autoencoder, save_autoencoder
+    from reel.autoencoders.prune import drop_decoder_blocks
+
+    source = load_autoencoder(pipeline.cfg.autoencoder.checkpoint)  # the bundled demo AE
+    light, light_cfg = drop_decoder_blocks(source, [0, 0, 1, 1], "demo-light")
+    save_autoencoder(light, tmp_path / "light", light_cfg, dtype=torch.float16)
+    out_dir = tmp_path / "samples"
+    result = run_reel("sample", f"checkpoint={checkpoint}", "prompt=a red square moving up", "steps=2",
+                      f"sample.autoencoder={tmp_path / 'light'}", f"out_dir={out_dir}", *QUIET)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = manifest_rows(out_dir)[0]
+    assert row["autoencoder"] == str(tmp_path / "light")
+    lighter = TextToVideoPipeline.from_checkpoint(checkpoint, autoencoder=tmp_path / "light")
+    assert lighter.autoencoder.arch.decoder_depth_list == [0, 0, 1, 1]
+    videos = [p.generate(["a red square moving up"], [0], steps=2, progress=False) for p in (pipeline, lighter)]
+    assert not np.array_equal(*videos)  # another decoder, other frames ...
+    assert np.array_equal(read_video(out_dir / row["path"]).shape, videos[1][0].shape)
+    light.set_latent_stats(torch.zeros(16), torch.ones(16))  # ... but another latent space is refused
+    save_autoencoder(light, tmp_path / "other", light_cfg, dtype=torch.float16)
+    capsys.readouterr()  # what loading the models above printed
+    message = run_in_process(capsys, f"checkpoint={checkpoint}", "prompt=a red square",
+                             f"sample.autoencoder={tmp_path / 'other'}")
+    assert f"sample.autoencoder={tmp_path / 'other'}: its encoder or latent statistics differ" in message
