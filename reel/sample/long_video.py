@@ -75,9 +75,9 @@ class LongVideoGenerator:
     """generator.frames(segments, ...) yields uint8 frames (t, H, W, 3) as each chunk is decoded."""
 
     def __init__(self, model, autoencoder, text_encoder, window_chunks: int = 3, sink_chunks: int = 1,
-                 encode_negative=None, positions: str = "cache"):
-        """`encode_negative(prompt) -> TextEmbeddings` on the model's device, when given, encodes the negative
-        prompt (a pipeline passes its memo, so a clip-by-clip rollout encodes it once). `positions`: cache
+                 encode_text=None, positions: str = "cache"):
+        """`encode_text(prompt) -> TextEmbeddings` on the model's device, when given, encodes the prompts and the
+        negative prompt (a pipeline passes its memo, so clip-by-clip rollouts encode each once). `positions`: cache
         (each frame at its slot in the cache; see the module) or absolute (frame positions keep growing)."""
         if model.causal_chunk is None:
             raise ReelError("long=true needs a block-causal DiT (trained with model.causal_chunk set); this "
@@ -89,7 +89,8 @@ class LongVideoGenerator:
             raise ReelError(f"sample.long_positions={positions!r}: must be one of {', '.join(LONG_POSITIONS)}")
         self.positions = positions
         self.model, self.autoencoder, self.text_encoder = model, autoencoder, text_encoder
-        self.encode_negative = encode_negative
+        self.encode_text = encode_text or (lambda prompt: text_encoder.encode([prompt]).to(
+            next(model.parameters()).device))
         self.chunk = int(model.config.causal_chunk)  # latent frames
         self.window_chunks, self.sink_chunks = window_chunks, sink_chunks
         self.cache = None
@@ -110,9 +111,8 @@ class LongVideoGenerator:
         total = check_segments(segments, ae.temporal_factor)
         _, latent_frames, h, w = ae.latent_shape(total, height, width)
         device = next(model.parameters()).device
-        texts = {p: self.text_encoder.encode([p]).to(device) for p in {s.prompt for s in segments}}
-        negative = (self.encode_negative(negative_prompt) if self.encode_negative is not None
-                    else self.text_encoder.encode([negative_prompt]).to(device))
+        texts = {p: self.encode_text(p) for p in {s.prompt for s in segments}}
+        negative = self.encode_text(negative_prompt)
         generator = torch.Generator().manual_seed(int(seed))
         decoder = ae.streaming_decoder()
         sinks: list[_Chunk] = []

@@ -14,6 +14,7 @@ rollout=False; None takes the checkpoint's sample.rollout (true for a self-forci
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -28,6 +29,7 @@ from reel.errors import ReelError
 DEMO_NAME = "demo_dit"
 DEFAULT_STEPS, DEFAULT_GUIDANCE = 20, 4.0  # for a checkpoint that stores no sample settings
 DEMO_CHECKPOINT = BUNDLED_PREFIX + DEMO_NAME
+TEXT_MEMO = 256  # prompts whose embeddings a pipeline keeps (~50 KB each with the demo's MiniLM)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class TextToVideoPipeline:
         self.checkpoint = checkpoint
         self.device = torch.device(device)
         self.fps = float(cfg.data.fps)
-        self._negatives: dict = {}  # negative prompt -> its TextEmbeddings on the device (encoded once)
+        self._texts: OrderedDict = OrderedDict()  # prompt -> its TextEmbeddings on the device (text_embedding)
 
     @classmethod
     def from_checkpoint(cls, path: Optional[Union[str, os.PathLike]] = None,
@@ -189,7 +191,7 @@ class TextToVideoPipeline:
                 raise ReelError(f"sample.seed={seed!r}: must be an integer in [-2^63, 2^64)")
         s = sample_settings(self.cfg, num_frames, height, width, steps, guidance, solver, shift, negative_prompt)
         autocast = sampling_precision(precision, self.device)
-        negative = self.negative_embedding(s.negative_prompt)
+        negative = self.text_embedding(s.negative_prompt)
         known = self.image_latent(image, s) if image is not None else None
         videos = np.empty((len(prompts), s.num_frames, s.height, s.width, 3), dtype=np.uint8)
         roll = self.rolls_out(rollout)
@@ -205,11 +207,17 @@ class TextToVideoPipeline:
                     videos[index] = self._generate_one(prompt, int(seed), s, negative, bar, known)
         return videos
 
-    def negative_embedding(self, prompt: str):
-        """The negative prompt's TextEmbeddings, encoded once per pipeline (every clip of a run shares it)."""
-        if prompt not in self._negatives:
-            self._negatives[prompt] = self.text_encoder.encode([prompt]).to(self.device)
-        return self._negatives[prompt]
+    def text_embedding(self, prompt: str):
+        """A prompt's TextEmbeddings on the device, encoded once while it is among the last TEXT_MEMO prompts
+        used: every seed of a prompt, and the negative prompt of every clip, reuse it (a prompt is always
+        encoded alone, so the embedding is the same bit for bit either way)."""
+        if prompt in self._texts:
+            self._texts.move_to_end(prompt)
+        else:
+            self._texts[prompt] = self.text_encoder.encode([prompt]).to(self.device)
+            if len(self._texts) > TEXT_MEMO:
+                self._texts.popitem(last=False)
+        return self._texts[prompt]
 
     def rolls_out(self, rollout: Optional[bool] = None) -> bool:
         """Whether clips are generated chunk by chunk (see `rolls_out`)."""
@@ -226,7 +234,7 @@ class TextToVideoPipeline:
         from reel.sample.long_video import LongVideoGenerator
 
         return LongVideoGenerator(self.model, self.autoencoder, self.text_encoder, window_chunks, sink_chunks,
-                                  encode_negative=self.negative_embedding, positions=positions)
+                                  encode_text=self.text_embedding, positions=positions)
 
     def _roll_out_one(self, prompt: str, seed: int, s: SampleSettings, bar, known=None) -> np.ndarray:
         from reel.sample.long_video import Segment
@@ -242,7 +250,7 @@ class TextToVideoPipeline:
         from reel.data.video_io import to_uint8
         from reel.sample.latents import initial_noise, sample_latents
 
-        text = self.text_encoder.encode([prompt]).to(self.device)
+        text = self.text_embedding(prompt)
         shape = self.autoencoder.latent_shape(s.num_frames, s.height, s.width)
         noise = initial_noise(shape, [seed], self.device)
         latents = sample_latents(self.model, text.embeddings, text.mask, negative.embeddings, negative.mask, noise,

@@ -176,17 +176,23 @@ def test_bf16_sampling_runs_in_bf16_and_stays_within_a_few_levels_of_fp32(pipeli
         pipeline.generate(*args, steps=2, progress=False, precision="half")
 
 
-def test_the_negative_prompt_is_encoded_once_per_pipeline(pipeline, monkeypatch):
+def test_prompts_and_the_negative_prompt_are_encoded_once_per_pipeline(checkpoint, monkeypatch):
+    pipeline = TextToVideoPipeline.from_checkpoint(checkpoint)
     encoded = []
     encode = pipeline.text_encoder.encode
     monkeypatch.setattr(pipeline.text_encoder, "encode", lambda prompts: encoded.extend(prompts) or encode(prompts))
     first = pipeline.generate(["a red square moving up"], [0], steps=1, progress=False, negative_prompt="a blur")
-    pipeline.generate(["a blue circle moving left"], [0], steps=1, progress=False, negative_prompt="a blur")
+    pipeline.generate(["a blue circle moving left", "a red square moving up"], [0, 1], steps=1, progress=False,
+                      negative_prompt="a blur")
     assert encoded == ["a blur", "a red square moving up", "a blue circle moving left"]
     monkeypatch.undo()
     fresh = TextToVideoPipeline.from_checkpoint(pipeline.checkpoint)
     again = fresh.generate(["a red square moving up"], [0], steps=1, progress=False, negative_prompt="a blur")
     assert np.array_equal(first, again)
+    monkeypatch.setattr("reel.sample.pipeline.TEXT_MEMO", 2)  # the memo keeps the prompts used last
+    for prompt in ["a cyan circle", "a blur", "a red square moving up", "a green square"]:
+        fresh.text_embedding(prompt)
+    assert list(fresh._texts) == ["a red square moving up", "a green square"]
 
 
 def test_pipeline_defaults_come_from_the_checkpoint_and_are_checked(pipeline):
