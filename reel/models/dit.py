@@ -186,14 +186,16 @@ class DiT(nn.Module):
 
     def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, text_emb: torch.Tensor,
                 text_mask: Optional[torch.Tensor] = None, cache: Optional[DiTCache] = None,
-                frame_offset: Optional[int] = None, update_cache: bool = False) -> torch.Tensor:
+                frame_offset: Optional[int] = None, update_cache: bool = False,
+                commit_frames: Optional[int] = None) -> torch.Tensor:
         """latents (B, C, T, H, W), timesteps (B,) or per latent frame group (B, T / pt), text (B, L, text_dim),
         text_mask (B, L) bool -> velocity (B, C, T, H, W).
 
         With a `cache` it is forward_chunk, so chunks can also run through a wrapper's __call__ (the DeepSpeed
         engine's, whose hooks gather ZeRO-3 weights)."""
         if cache is not None:
-            return self.forward_chunk(latents, timesteps, text_emb, text_mask, cache, frame_offset, update_cache)
+            return self.forward_chunk(latents, timesteps, text_emb, text_mask, cache, frame_offset, update_cache,
+                                      commit_frames)
         return self._run(latents, timesteps, text_emb, text_mask, frame_offset=0)
 
     def init_cache(self, window_frames: Optional[int] = None, sink_frames: int = 0) -> DiTCache:

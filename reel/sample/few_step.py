@@ -44,7 +44,10 @@ def causal_few_step_rollout(model, noise: torch.Tensor, text_emb: torch.Tensor, 
     """A block-causal model's clip (B, C, T, H, W), chunk by chunk as inference makes it: each chunk of
     `noise` takes the Euler steps of `times` against the cache of the chunks before it, and its result
     is committed to the cache at t = 0 (detached: the cache carries no gradient, as in Self Forcing,
-    Huang et al. 2025).
+    Huang et al. 2025). The commit rides on the next chunk's first evaluation when that one runs without
+    a graph (the clean chunk at t = 0 in front of it, DiT.forward_chunk's commit_frames), as in
+    `reel sample`; before an evaluation with a graph it is a pass of its own, so no gradient reaches the
+    cache. The last chunk is never committed (nothing reads the cache after it).
 
     `stop_steps` (one per chunk, backward simulation) stops chunk k's rollout at grid step
     stop_steps[k] and takes its x0 prediction there, x - t v (None: every chunk runs the whole grid).
@@ -67,19 +70,29 @@ def causal_few_step_rollout(model, noise: torch.Tensor, text_emb: torch.Tensor, 
         raise ValueError(f"stop_steps={list(stop_steps)}: need one step in [0, {len(times) - 2}] for each of the "
                          f"{len(starts)} chunks")
     cache = module.init_cache()
-    batch = noise.shape[0]
+    batch, pt = noise.shape[0], module.patch_size[0]
     chunks = []
     for start, stop in zip(starts, stop_steps):
         grid = torch.cat([times[:stop + 1], times.new_zeros(1)])
         x = noise[:, :, start:start + chunk]
+        previous = chunks[-1].detach() if chunks else None  # not yet in the cache
         for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:])):
-            frozen = grad_last_only and i < stop
-            with torch.no_grad() if frozen else contextlib.nullcontext():
+            graph = torch.is_grad_enabled() and not (grad_last_only and i < stop)
+            if previous is not None and graph:  # commit on its own: the cache must carry no gradient
+                with torch.no_grad():
+                    model(previous, previous.new_zeros(batch), text_emb, text_mask, cache=cache,
+                          frame_offset=start - chunk, update_cache=True)
+                previous = None
+            with contextlib.nullcontext() if graph else torch.no_grad():
                 t_batch = t.to(device=x.device, dtype=x.dtype).expand(batch)
-                v = model(x, t_batch, text_emb, text_mask, cache=cache, frame_offset=start)
+                if previous is None:
+                    v = model(x, t_batch, text_emb, text_mask, cache=cache, frame_offset=start)
+                else:  # the previous chunk at t = 0 in front, committed by this same evaluation
+                    frame_times = torch.cat([t_batch.new_zeros(batch, chunk // pt),
+                                             t_batch[:, None].expand(-1, x.shape[2] // pt)], dim=1)
+                    v = model(torch.cat([previous, x], dim=2), frame_times, text_emb, text_mask, cache=cache,
+                              frame_offset=start - chunk, update_cache=True, commit_frames=chunk)[:, :, chunk:]
+                    previous = None
                 x = x + (t_next - t).item() * v
         chunks.append(x)
-        with torch.no_grad():
-            clean = x.new_zeros(batch)
-            model(x.detach(), clean, text_emb, text_mask, cache=cache, frame_offset=start, update_cache=True)
     return torch.cat(chunks, dim=2)

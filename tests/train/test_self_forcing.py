@@ -76,14 +76,16 @@ class Recorder(nn.Module):
         super().__init__()
         self.module, self.calls = model, []
 
-    def forward(self, x, t, emb, mask, cache=None, frame_offset=None, update_cache=False):
+    def forward(self, x, t, emb, mask, cache=None, frame_offset=None, update_cache=False, commit_frames=None):
         grad = torch.is_grad_enabled()
         snapshot = None
         if grad and not update_cache:
             snapshot = DiTCache([block.snapshot() for block in cache.blocks], cache.frames)
         self.calls.append({"grad": grad, "input_grad": x.requires_grad, "commit": update_cache,
-                           "x": x.detach().clone(), "t": t, "cache": snapshot, "offset": frame_offset})
-        return self.module(x, t, emb, mask, cache=cache, frame_offset=frame_offset, update_cache=update_cache)
+                           "fused": commit_frames is not None, "x": x.detach().clone(), "t": t, "cache": snapshot,
+                           "offset": frame_offset})
+        return self.module(x, t, emb, mask, cache=cache, frame_offset=frame_offset, update_cache=update_cache,
+                           commit_frames=commit_frames)
 
 
 def cache_tensors(cache: DiTCache):
@@ -104,9 +106,10 @@ def test_gradients_reach_the_weights_through_the_last_step_of_each_chunk_only(ch
     out = causal_few_step_rollout(recorder, noise_of(), emb, mask, times, grad_last_only=True, stop_steps=[2, 1])
     out.square().sum().backward()
     grads = {name: p.grad.clone() for name, p in recorder.module.named_parameters()}
-    # chunk 0: steps 0, 1 frozen, step 2 with a graph, commit; chunk 1 stopped at step 1: step 0 frozen, step 1
-    assert [(c["grad"], c["commit"]) for c in recorder.calls] == [
-        (False, False), (False, False), (True, False), (False, True), (False, False), (True, False), (False, True)]
+    # chunk 0: steps 0, 1 frozen, step 2 with a graph; chunk 1 stopped at step 1: step 0 frozen, committing
+    # chunk 0 in the same evaluation, then step 1; the last chunk is never committed
+    assert [(c["grad"], c["commit"], c["fused"]) for c in recorder.calls] == [
+        (False, False, False), (False, False, False), (True, False, False), (False, True, True), (True, False, False)]
     graph_calls = [c for c in recorder.calls if c["grad"]]
     assert not any(c["input_grad"] for c in graph_calls)  # the last step's input is a constant
     assert not any(t.requires_grad for c in graph_calls for t in cache_tensors(c["cache"]))  # so is the cache
@@ -120,6 +123,12 @@ def test_gradients_reach_the_weights_through_the_last_step_of_each_chunk_only(ch
     total.backward()
     for name, p in reference.named_parameters():
         torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+    # a chunk whose first evaluation has a graph gets its predecessor committed by a pass of its own first
+    separate = Recorder(causal_dit().train())
+    causal_few_step_rollout(separate, noise_of(), emb, mask, times, grad_last_only=True, stop_steps=[1, 0])
+    assert [(c["grad"], c["commit"], c["fused"]) for c in separate.calls] == [
+        (False, False, False), (True, False, False), (False, True, False), (True, False, False)]
 
     # with gradients through every step of each chunk they differ
     everywhere = Recorder(causal_dit(gradient_checkpointing=checkpointing).train())
