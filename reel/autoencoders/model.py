@@ -180,14 +180,19 @@ class VideoAutoencoder(AutoencoderBase):
     def streaming_decoder(self, tile_size: Optional[int] = None, tile_overlap: int = 0) -> StreamingDecoder:
         return StreamingDecoder(self, tile_size, tile_overlap)
 
-    def forward(self, x: torch.Tensor, context_dropout: float = 0.0,
-                latent_noise: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: Optional[torch.Tensor], context_dropout: float = 0.0, latent_noise: float = 0.0,
+                latents: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Training pass over whole clips: (reconstruction, raw latents). context_dropout: the fraction
         of (clip, chunk) pairs the decoder rebuilds without the previous chunks (see ChunkCache).
         latent_noise: the decoder sees the latents plus Gaussian noise whose std, in units of the latent
         std, is drawn per clip from U(0, latent_noise), so it learns to draw clean shapes from the
-        imperfect latents a diffusion model produces."""
-        z_raw = self.encode_raw(x)
+        imperfect latents a diffusion model produces. `latents` (normalised, instead of x): decode
+        these, the encoder unused."""
+        if latents is not None:
+            self.check_latents(latents)
+            z_raw = self.denormalise_latents(latents)
+        else:
+            z_raw = self.encode_raw(x)
         z_in = z_raw
         if latent_noise > 0:
             scale = torch.rand(z_raw.shape[0], 1, 1, 1, 1, dtype=z_raw.dtype, device=z_raw.device) * latent_noise

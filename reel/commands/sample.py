@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
 from reel.commands import Command
 from reel.errors import ReelError
@@ -29,6 +30,9 @@ class SampleArgs:
     lora_scale: float = 1.0
     long: bool = False  # one long video chunk by chunk (a block-causal DiT); prompts= then lists segments
     image: Optional[str] = None  # an image file that becomes the first frame (image-to-video)
+    # also write the denoised latents with their text embeddings as a data=latents folder (e.g. to distil a
+    # lighter decoder on what this DiT samples: reel train ae train.ae.decoder_teacher=...)
+    latents_dir: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,12 @@ def sample_command(cfg, args: SampleArgs) -> int:
         raise ReelError(f"distributed.sp_size={ranks.sp_size}: {checkpoint} is block-causal and generates chunk by "
                         f"chunk on one process; set sample.rollout=false to denoise all chunks together, split "
                         f"over the processes")
+    if args.latents_dir and len(settings) > 1:
+        raise ReelError(f"latents_dir={args.latents_dir}: a latents folder holds one clip size; the prompts ask "
+                        f"for {len(settings)} frame counts")
+    if args.latents_dir and rollout:
+        raise ReelError(f"latents_dir={args.latents_dir}: {checkpoint} generates chunk by chunk and keeps no clip's "
+                        f"latents; set sample.rollout=false")
     pipeline = TextToVideoPipeline.from_checkpoint(checkpoint, default_device(ranks.local_rank),
                                                    cfg.sample.autoencoder)
     if args.lora:
@@ -170,15 +180,19 @@ def sample_command(cfg, args: SampleArgs) -> int:
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
     rows, sheet_clips = {}, {}
+    latents = _LatentsFolder(args.latents_dir, pipeline, checkpoint_cfg) if args.latents_dir and main else None
     with tqdm(total=len(requests), desc="sample", unit="video", disable=not (cfg.logging.progress and main)) as bar:
         for batch in _batches(requests, args.batch_size):
             s = settings[batch[0].num_frames]
             start = time.perf_counter()
+            kept = [] if latents is not None else None
             videos = pipeline.generate([r.prompt for r in batch], [r.seed for r in batch], s.num_frames, s.height,
                                        s.width, s.steps, s.guidance, s.solver, s.shift, s.negative_prompt,
                                        progress=False, image=args.image, rollout=rollout,
-                                       precision=cfg.sample.precision)
+                                       precision=cfg.sample.precision, latents_out=kept)
             seconds = (time.perf_counter() - start) / len(batch)
+            if latents is not None:
+                latents.add(batch, kept, s)
             for request, video in zip(batch, videos):
                 name = f"{request.index:06d}.mp4"
                 if main:
@@ -198,6 +212,8 @@ def sample_command(cfg, args: SampleArgs) -> int:
 
     if not main:
         return 0
+    if latents is not None:
+        latents.close()
     order = sorted(rows)
     manifest = out_dir / MANIFEST
     _write_manifest(manifest, [rows[i] for i in order])
@@ -208,6 +224,32 @@ def sample_command(cfg, args: SampleArgs) -> int:
                       "contact_sheet": str(sheet), "checkpoint": checkpoint,
                       "seconds_per_video": round(total / len(rows), 4)}))
     return 0
+
+
+class _LatentsFolder:
+    """reel sample latents_dir=: each clip's denoised latents and its prompt's text embedding, in the shards
+    `reel data encode` writes (a data=latents folder in the latent space the DiT was trained in)."""
+
+    def __init__(self, out_dir: str, pipeline, checkpoint_cfg):
+        from reel.autoencoders.checkpoint import autoencoder_identity
+        from reel.data.latent_shards import LatentShardWriter
+
+        self.pipeline, self.writer = pipeline, LatentShardWriter(out_dir)
+        self.autoencoder = str(checkpoint_cfg.autoencoder.checkpoint)  # the DiT's own: its latent space
+        self.info = {"autoencoder": self.autoencoder, "autoencoder_identity": autoencoder_identity(self.autoencoder),
+                     "text_encoder_identity": pipeline.text_encoder.identity, "sampled_by": pipeline.checkpoint}
+
+    def add(self, batch: list, latents: list, s) -> None:
+        texts = [self.pipeline.text_embedding(r.prompt) for r in batch]
+        self.writer.add(torch.stack(latents), torch.cat([t.embeddings for t in texts]).cpu(),
+                        torch.cat([t.mask for t in texts]).cpu(),
+                        [{"caption": r.prompt, "seed": r.seed} for r in batch])
+        self.info.update(clip_size=[s.height, s.width, s.num_frames], latent_shape=list(latents[0].shape),
+                         text_shape=list(texts[0].embeddings.shape[1:]), steps=s.steps, guidance=s.guidance,
+                         solver=s.solver, shift=s.shift)
+
+    def close(self) -> None:
+        self.writer.close(self.info)
 
 
 COMMANDS = [

@@ -74,6 +74,31 @@ def _check_checkpoint_arch(cfg_autoencoder, model) -> None:
                             f"{wanted}; pass ++autoencoder.arch.{key}={wanted} (or the config it was trained with)")
 
 
+def _decoder_teacher(cfg):
+    """train.ae.decoder_teacher's autoencoder (frozen) after checking the run can learn from it, or None."""
+    from reel.autoencoders import load_autoencoder
+    from reel.autoencoders.checkpoint import autoencoder_identity, same_latent_space
+    from reel.data.latent_shards import check_shards_match, read_index
+
+    path, latents = cfg.train.ae.decoder_teacher, cfg.data.kind == "latents"
+    if not path:
+        if latents:
+            raise ReelError("data=latents: reel train ae learns from latents only as a decoder distillation; set "
+                            "train.ae.decoder_teacher=DIR (the autoencoder whose decoder draws the targets)")
+        return None
+    if not latents:
+        raise ReelError(f"train.ae.decoder_teacher={path}: needs data=latents (data.latents=DIR, the latents its "
+                        f"decoder draws the targets from)")
+    if not cfg.train.ae.freeze_encoder:
+        raise ReelError(f"train.ae.decoder_teacher={path}: trains the decoder alone; set train.ae.freeze_encoder=true")
+    if not same_latent_space(path, cfg.autoencoder.checkpoint):
+        raise ReelError(f"train.ae.decoder_teacher={path}: its encoder or latent statistics differ from "
+                        f"autoencoder.checkpoint={cfg.autoencoder.checkpoint}")
+    check_shards_match(read_index(cfg.data.latents), autoencoder_identity(path), None, cfg.data.latents)
+    teacher = load_autoencoder(path).eval()
+    return teacher.requires_grad_(False)
+
+
 def train_autoencoder_command(cfg, args: TrainAutoencoderArgs) -> int:
     from reel.autoencoders import VideoAutoencoder, autoencoder_from_config, build_autoencoder, save_autoencoder
     from reel.autoencoders.model import count_parameters
@@ -102,9 +127,12 @@ def train_autoencoder_command(cfg, args: TrainAutoencoderArgs) -> int:
             raise ReelError("train.ae.freeze_encoder=true: set autoencoder.checkpoint=DIR (freezing a random "
                             "encoder would leave a random latent space)")
         model.encoder.requires_grad_(False)  # out of the optimizer; its EMA (a lerp towards itself) stays exact
-    objective = AutoencoderObjective(cfg.train.ae)
+    teacher = _decoder_teacher(cfg)
+    objective = AutoencoderObjective(cfg.train.ae, decoder_teacher=teacher)
     trainer = Trainer(cfg, model, objective, training_loader(cfg, ranks),
                       preview=autoencoder_preview(cfg, args.preview_clips))
+    if teacher is not None:
+        teacher.to(trainer.device)
     state = trainer.fit()
     if ranks.rank == 0:
         out = Path(cfg.train.run_dir) / "autoencoder"

@@ -145,6 +145,9 @@ class AutoencoderLossConfig:
     # an autoencoder folder whose tensors of the same name and shape start a new model (not its latent
     # stats): e.g. another latent channel count keeps all but the encoder head and the decoder stem
     warm_start: Optional[str] = None
+    # an autoencoder folder of the same latents: with data=latents (e.g. latents a DiT sampled, reel sample
+    # latents_dir=) the decoder (train.ae.freeze_encoder=true) learns to draw what this one's decoder draws
+    decoder_teacher: Optional[str] = None
     disc_weight: float = 0.0  # adversarial weight; 0 turns the discriminator off
     disc_start: int = 1000  # generator steps before the discriminator's loss is used
     disc_lr: float = 1e-4

@@ -172,13 +172,14 @@ class TextToVideoPipeline:
                  guidance: Optional[float] = None, solver: Optional[str] = None, shift: Optional[float] = None,
                  negative_prompt: Optional[str] = None, progress: bool = True,
                  image: Optional[Union[str, os.PathLike]] = None, rollout: Optional[bool] = None,
-                 precision: str = "fp32") -> np.ndarray:
+                 precision: str = "fp32", latents_out: Optional[list] = None) -> np.ndarray:
         """uint8 videos (N, T, H, W, 3), one per prompt; seeds[i] draws prompt i's noise, so the same seed and
         settings give the same video, bit for bit on CPU, whatever the other prompts are. `image`: an image
         file that becomes every video's first frame (image-to-video). `rollout`: a block-causal DiT
         generates chunk by chunk through its cache (the long-video generator over one clip's length);
         None: the checkpoint's sample.rollout, else False. `precision`: fp32, or bf16 autocast for the DiT
-        and the decoder (reel.sample.precision)."""
+        and the decoder (reel.sample.precision). `latents_out`: a list that receives each clip's denoised
+        latents (C, t, h, w), fp32 on the CPU (not with a rollout, which decodes chunk by chunk)."""
         from reel.models.text_encoder import check_prompts
         from reel.sample.precision import sampling_precision
 
@@ -195,6 +196,9 @@ class TextToVideoPipeline:
         known = self.image_latent(image, s) if image is not None else None
         videos = np.empty((len(prompts), s.num_frames, s.height, s.width, 3), dtype=np.uint8)
         roll = self.rolls_out(rollout)
+        if roll and latents_out is not None:
+            raise ReelError(f"checkpoint {self.checkpoint}: a rollout decodes chunk by chunk and keeps no clip's "
+                            f"latents; set sample.rollout=false to keep them")
         steps = s.steps  # per clip; a rollout takes them once per chunk
         if roll:
             latent_frames = self.autoencoder.latent_shape(s.num_frames, s.height, s.width)[1]
@@ -204,7 +208,7 @@ class TextToVideoPipeline:
                 if roll:
                     videos[index] = self._roll_out_one(prompt, int(seed), s, bar, known)
                 else:
-                    videos[index] = self._generate_one(prompt, int(seed), s, negative, bar, known)
+                    videos[index] = self._generate_one(prompt, int(seed), s, negative, bar, known, latents_out)
         return videos
 
     def text_embedding(self, prompt: str):
@@ -246,7 +250,8 @@ class TextToVideoPipeline:
             [Segment(prompt, s.num_frames)], seed, s.height, s.width, s.steps, s.guidance, s.shift, s.solver,
             s.negative_prompt, image_latent=known, progress=bar)))
 
-    def _generate_one(self, prompt: str, seed: int, s: SampleSettings, negative, bar, known=None) -> np.ndarray:
+    def _generate_one(self, prompt: str, seed: int, s: SampleSettings, negative, bar, known=None,
+                      latents_out: Optional[list] = None) -> np.ndarray:
         from reel.data.video_io import to_uint8
         from reel.sample.latents import initial_noise, sample_latents
 
@@ -256,6 +261,8 @@ class TextToVideoPipeline:
         latents = sample_latents(self.model, text.embeddings, text.mask, negative.embeddings, negative.mask, noise,
                                  s.steps, s.guidance, s.shift, s.solver, progress=bar, known=known,
                                  temporal_patch=self.model.patch_size[0])
+        if latents_out is not None:
+            latents_out.append(latents[0].float().cpu())
         video = self.autoencoder.decode(latents).float().clamp(-1, 1)
         return to_uint8(video[0])
 

@@ -87,11 +87,16 @@ class AutoencoderObjective:
     The discriminator, when on, is trained here on detached reconstructions with its own AdamW
     (gradients averaged over data-parallel ranks); its state rides in the checkpoint through
     `state_dict` / `load_state_dict`.
+
+    With a `decoder_teacher` (an autoencoder of the same latents) batches of latents (data=latents, e.g.
+    what a DiT sampled) train the decoder alone to draw what the teacher's decoder draws from them: the
+    target is the teacher's decoding, the losses are the same.
     """
 
-    def __init__(self, loss_cfg: Any, dp_group: Optional[Any] = None):
+    def __init__(self, loss_cfg: Any, dp_group: Optional[Any] = None, decoder_teacher: Optional[nn.Module] = None):
         self.cfg = loss_cfg
         self.dp_group = dp_group
+        self.decoder_teacher = decoder_teacher
         self.disc: Optional[PatchDiscriminator3d] = None
         self.disc_opt: Optional[torch.optim.Optimizer] = None
         if loss_cfg.disc_weight > 0:
@@ -137,8 +142,19 @@ class AutoencoderObjective:
         return loss, terms
 
     def __call__(self, model: nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
-        target = batch["video"]
-        recon, _ = model(target, context_dropout=self.cfg.context_dropout, latent_noise=self.cfg.latent_noise)
+        if "latents" in batch:
+            if self.decoder_teacher is None:
+                raise ReelError("data=latents trains an autoencoder's decoder on latents alone: set "
+                                "train.ae.decoder_teacher=DIR (whose decoder draws the targets)")
+            latents = batch["latents"]
+            with torch.no_grad():
+                target = self.decoder_teacher.decode(latents.to(next(self.decoder_teacher.parameters()).dtype))
+                target = target.float().clamp(-1, 1)
+            recon, _ = model(None, context_dropout=self.cfg.context_dropout, latent_noise=self.cfg.latent_noise,
+                             latents=latents)
+        else:
+            target = batch["video"]
+            recon, _ = model(target, context_dropout=self.cfg.context_dropout, latent_noise=self.cfg.latent_noise)
         loss, metrics = self.reconstruction_loss(recon, target)
         if self.disc is not None and step >= self.cfg.disc_start:
             self._train_discriminator(recon.detach().float(), target.float(), metrics)

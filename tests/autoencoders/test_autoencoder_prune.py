@@ -65,3 +65,28 @@ def test_same_latent_space_compares_the_encoder_and_statistics_in_value(deep, tm
     restats.set_latent_stats(torch.zeros(4), torch.full((4,), 2.0))
     save_autoencoder(restats, tmp_path / "restats", pruned_cfg, dtype=torch.float32)
     assert not same_latent_space(tmp_path / "light", tmp_path / "restats")
+
+
+def test_a_pruned_decoder_learns_to_draw_what_the_teachers_decoder_draws(deep):
+    from omegaconf import OmegaConf
+
+    from reel.config.schema import AutoencoderLossConfig
+    from reel.train.autoencoder_objective import AutoencoderObjective
+
+    torch.manual_seed(0)
+    student, _ = drop_decoder_blocks(deep, [0, 1, 0, 1], "light")
+    student.train().encoder.requires_grad_(False)
+    objective = AutoencoderObjective(OmegaConf.structured(AutoencoderLossConfig), decoder_teacher=deep)
+    with torch.no_grad():
+        latents = deep.encode(clip(9, batch=4)) + 0.3 * torch.randn(4, 4, 3, 4, 4)  # imperfect, as sampled
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for step in range(40):
+        loss, metrics = objective(student, {"latents": latents}, step)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses
+    with pytest.raises(ReelError, match="train.ae.decoder_teacher=DIR"):
+        AutoencoderObjective(OmegaConf.structured(AutoencoderLossConfig))(student, {"latents": latents}, 0)

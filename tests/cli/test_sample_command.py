@@ -241,3 +241,45 @@ def test_a_lighter_decoder_of_the_same_latents_decodes_the_same_denoised_latents
     message = run_in_process(capsys, f"checkpoint={checkpoint}", "prompt=a red square",
                              f"sample.autoencoder={tmp_path / 'other'}")
     assert f"sample.autoencoder={tmp_path / 'other'}: its encoder or latent statistics differ" in message
+
+
+def test_sampled_latents_distil_a_lighter_decoder(checkpoint, pipeline, tmp_path):
+    """latents_dir= keeps what the DiT denoised as a data=latents folder; reel train ae learns a pruned decoder
+    from them with the checkpoint's own decoder drawing the targets (train.ae.decoder_teacher)."""
+    from reel.autoencoders import load_autoencoder, save_autoencoder
+    from reel.autoencoders.prune import drop_decoder_blocks
+    from reel.data.latent_shards import LatentShardDataset
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red square moving up\na blue circle moving left\na green triangle moving down\n")
+    data = tmp_path / "latents"
+    result = run_reel("sample", f"checkpoint={checkpoint}", f"prompts={prompts}", "steps=2", "seed=5",
+                      f"out_dir={tmp_path / 'samples'}", f"latents_dir={data}", *QUIET)
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder = LatentShardDataset(data)
+    assert len(folder) == 3 and folder.index["clip_size"] == [64, 64, 9] and folder.index["steps"] == 2
+    assert [folder[i]["caption"] for i in range(3)] == prompts.read_text().splitlines()
+    kept = []
+    video = pipeline.generate(["a blue circle moving left"], [6], steps=2, progress=False, latents_out=kept)
+    assert torch.equal(folder[1]["latents"], kept[0])  # the same latents the clip was decoded from
+    decoded = pipeline.autoencoder.decode(kept[0][None]).float().clamp(-1, 1)
+    assert np.array_equal(((decoded[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy(),
+                          video[0])
+
+    light, light_cfg = drop_decoder_blocks(load_autoencoder("bundled:demo_ae"), [0, 0, 1, 1], "demo-light")
+    save_autoencoder(light, tmp_path / "light", light_cfg, dtype=torch.float16)
+    distil = ["data=latents", f"data.latents={data}", "data.height=64", "data.width=64", "data.num_frames=9",
+              "autoencoder=dc-ae-v-demo-f8t4c16", "++autoencoder.arch.decoder_depth_list=[0,0,1,1]",
+              f"autoencoder.checkpoint={tmp_path / 'light'}", "train.ae.freeze_encoder=true", "train.steps=2",
+              "train.batch_size=2", "train.warmup_steps=1", "train.log_every=1", "train.preview_every=100",
+              "train.precision=fp32", *QUIET]
+    result = run_reel("train", "ae", *distil, "train.ae.decoder_teacher=bundled:demo_ae",
+                      f"train.run_dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [1, 2] and all(0 < row["psnr"] < 60 for row in log)
+    tuned = load_autoencoder(tmp_path / "run" / "autoencoder")
+    assert tuned.arch.decoder_depth_list == [0, 0, 1, 1]
+    assert not torch.equal(tuned.decoder.head.conv.weight, light.decoder.head.conv.weight.float())
+    missing = run_reel("train", "ae", *distil, f"train.run_dir={tmp_path / 'no_teacher'}")
+    assert missing.returncode == 2 and "train.ae.decoder_teacher=DIR" in missing.stderr.strip().splitlines()[-1]
