@@ -4,8 +4,11 @@ The teacher samples with 50 Euler steps and its own guidance; each student with 
 (S steps, guidance 1). Every run samples the colour x shape x direction prompts (tools/world_prompts.py)
 through `reel sample` and is scored by `reel eval world`.
 Every run samples at the same `--precision` (fp32, or bf16 autocast: sample.precision).
+With --autoencoder DIR (an autoencoder of the same latents with a lighter decoder, sample.autoencoder) the
+students decode with it, and the teacher runs twice, with its own autoencoder and with DIR: each student's
+speedup is given against both ("speedup" and "speedup_same_decoder").
 Usage: python tools/bench/distill.py --teacher DIR --student LABEL=DIR [--student ...] [--prompts 72]
-    [--seeds 1] [--precision fp32|bf16] [--out benchmarks/distill.json]
+    [--seeds 1] [--precision fp32|bf16] [--autoencoder DIR] [--out benchmarks/distill.json]
 One seed per prompt scores in steps of 1/72: a few borderline squares flip with any change (even bf16 vs fp32),
 so --seeds 4 (288 clips per model) is the steadier comparison.
 """
@@ -38,20 +41,31 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=72)
     parser.add_argument("--seeds", type=int, default=1, help="seeds per prompt")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--autoencoder", default=None, help="the students decode with this autoencoder folder")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "distill.json"))
     args = parser.parse_args()
     rows, precision = {}, f"sample.precision={args.precision}"
+    light = [f"sample.autoencoder={args.autoencoder}"] if args.autoencoder else []
     with tempfile.TemporaryDirectory() as tmp:
         prompts = prompts_file(Path(tmp) / "prompts.jsonl", args.prompts, args.seeds)
-        rows["teacher"] = score(args.teacher, prompts, Path(tmp) / "teacher", f"steps={args.teacher_steps}",
-                                "solver=euler", precision)
+        teacher = (f"steps={args.teacher_steps}", "solver=euler", precision)
+        rows["teacher"] = score(args.teacher, prompts, Path(tmp) / "teacher", *teacher)
         print(json.dumps(rows["teacher"]), flush=True)
+        if light:
+            rows["teacher_same_decoder"] = score(args.teacher, prompts, Path(tmp) / "teacher_light", *teacher, *light)
+            rows["teacher_same_decoder"]["autoencoder"] = args.autoencoder
+            print(json.dumps(rows["teacher_same_decoder"]), flush=True)
         for item in args.student:
             label, path = item.split("=", 1)
-            rows[label] = score(path, prompts, Path(tmp) / label, precision)
-            rows[label]["speedup"] = round(rows["teacher"]["seconds_per_clip"] / rows[label]["seconds_per_clip"], 2)
-            rows[label]["joint_minus_teacher"] = round(rows[label]["joint"] - rows["teacher"]["joint"], 4)
-            print(json.dumps(rows[label]), flush=True)
+            row = rows[label] = score(path, prompts, Path(tmp) / label, precision, *light)
+            row["speedup"] = round(rows["teacher"]["seconds_per_clip"] / row["seconds_per_clip"], 2)
+            row["joint_minus_teacher"] = round(row["joint"] - rows["teacher"]["joint"], 4)
+            if light:
+                same = rows["teacher_same_decoder"]
+                row["autoencoder"] = args.autoencoder
+                row["speedup_same_decoder"] = round(same["seconds_per_clip"] / row["seconds_per_clip"], 2)
+                row["joint_minus_teacher_same_decoder"] = round(row["joint"] - same["joint"], 4)
+            print(json.dumps(row), flush=True)
     result = {"prompts": args.prompts, "seeds": args.seeds, "clips": args.prompts * args.seeds,
               "precision": args.precision, "runs": rows,
               "target": "4-step student >= 10x faster than the teacher, joint accuracy within 5 points",
