@@ -52,4 +52,3 @@ def drop_decoder_blocks(model: VideoAutoencoder, depths: Sequence[int], name: st
     pruned.load_state_dict(state)
     cfg = autoencoder_config_dict({"name": name}, new_arch)
     return pruned.to(next(model.parameters()).dtype).eval(), cfg
-
