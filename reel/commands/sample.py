@@ -180,7 +180,9 @@ def sample_command(cfg, args: SampleArgs) -> int:
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
     rows, sheet_clips = {}, {}
-    latents = _LatentsFolder(args.latents_dir, pipeline, checkpoint_cfg) if args.latents_dir and main else None
+    latents = None
+    if args.latents_dir and main:
+        latents = _LatentsFolder(args.latents_dir, pipeline, checkpoint_cfg, next(iter(settings.values())))
     with tqdm(total=len(requests), desc="sample", unit="video", disable=not (cfg.logging.progress and main)) as bar:
         for batch in _batches(requests, args.batch_size):
             s = settings[batch[0].num_frames]
@@ -192,7 +194,7 @@ def sample_command(cfg, args: SampleArgs) -> int:
                                        precision=cfg.sample.precision, latents_out=kept)
             seconds = (time.perf_counter() - start) / len(batch)
             if latents is not None:
-                latents.add(batch, kept, s)
+                latents.add(batch, kept)
             for request, video in zip(batch, videos):
                 name = f"{request.index:06d}.mp4"
                 if main:
@@ -230,23 +232,25 @@ class _LatentsFolder:
     """reel sample latents_dir=: each clip's denoised latents and its prompt's text embedding, in the shards
     `reel data encode` writes (a data=latents folder in the latent space the DiT was trained in)."""
 
-    def __init__(self, out_dir: str, pipeline, checkpoint_cfg):
+    def __init__(self, out_dir: str, pipeline, checkpoint_cfg, s):
         from reel.autoencoders.checkpoint import autoencoder_identity
         from reel.data.latent_shards import LatentShardWriter
 
         self.pipeline, self.writer = pipeline, LatentShardWriter(out_dir)
-        self.autoencoder = str(checkpoint_cfg.autoencoder.checkpoint)  # the DiT's own: its latent space
-        self.info = {"autoencoder": self.autoencoder, "autoencoder_identity": autoencoder_identity(self.autoencoder),
-                     "text_encoder_identity": pipeline.text_encoder.identity, "sampled_by": pipeline.checkpoint}
+        autoencoder = str(checkpoint_cfg.autoencoder.checkpoint)  # the DiT's own: its latent space
+        text = pipeline.text_encoder
+        self.info = {"autoencoder": autoencoder, "autoencoder_identity": autoencoder_identity(autoencoder),
+                     "text_encoder_identity": text.identity, "sampled_by": pipeline.checkpoint,
+                     "clip_size": [s.height, s.width, s.num_frames],
+                     "latent_shape": list(pipeline.autoencoder.latent_shape(s.num_frames, s.height, s.width)),
+                     "text_shape": [text.max_length, text.dim], "steps": s.steps, "guidance": s.guidance,
+                     "solver": s.solver, "shift": s.shift}
 
-    def add(self, batch: list, latents: list, s) -> None:
+    def add(self, batch: list, latents: list) -> None:
         texts = [self.pipeline.text_embedding(r.prompt) for r in batch]
         self.writer.add(torch.stack(latents), torch.cat([t.embeddings for t in texts]).cpu(),
                         torch.cat([t.mask for t in texts]).cpu(),
                         [{"caption": r.prompt, "seed": r.seed} for r in batch])
-        self.info.update(clip_size=[s.height, s.width, s.num_frames], latent_shape=list(latents[0].shape),
-                         text_shape=list(texts[0].embeddings.shape[1:]), steps=s.steps, guidance=s.guidance,
-                         solver=s.solver, shift=s.shift)
 
     def close(self) -> None:
         self.writer.close(self.info)

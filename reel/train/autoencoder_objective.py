@@ -148,8 +148,7 @@ class AutoencoderObjective:
                                 "train.ae.decoder_teacher=DIR (whose decoder draws the targets)")
             latents = batch["latents"]
             with torch.no_grad():
-                target = self.decoder_teacher.decode(latents.to(next(self.decoder_teacher.parameters()).dtype))
-                target = target.float().clamp(-1, 1)
+                target = self.decoder_teacher.decode(latents).float().clamp(-1, 1)
             recon, _ = model(None, context_dropout=self.cfg.context_dropout, latent_noise=self.cfg.latent_noise,
                              latents=latents)
         else:
