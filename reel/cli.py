@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from reel.commands import COMMANDS, Command, NotAvailable
 from reel.errors import ReelError
+from reel.runtime import tune_allocator
 
 USAGE = """usage: reel <command> [key=value ...] [--cfg job] [--help]
 
@@ -103,6 +104,7 @@ def run(argv: Sequence[str]) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    tune_allocator()  # large tensors reuse heap memory instead of fresh pages (reel/runtime.py)
     try:
         code = run(sys.argv[1:] if argv is None else argv)
     except ReelError as exc:

@@ -136,7 +136,7 @@ def sample_command(cfg, args: SampleArgs) -> int:
     # sample.* settings left null (steps, guidance, solver, shift, frames, size) are the checkpoint's own
     chosen = dict(height=cfg.sample.height, width=cfg.sample.width, steps=cfg.sample.steps,
                   guidance=cfg.sample.guidance, solver=cfg.sample.solver, shift=cfg.sample.shift,
-                  negative_prompt=cfg.sample.negative_prompt)
+                  negative_prompt=cfg.sample.negative_prompt, first_chunk_guidance=cfg.sample.first_chunk_guidance)
     if args.long:
         from reel.commands.sample_long import sample_long
 
@@ -191,7 +191,8 @@ def sample_command(cfg, args: SampleArgs) -> int:
             videos = pipeline.generate([r.prompt for r in batch], [r.seed for r in batch], s.num_frames, s.height,
                                        s.width, s.steps, s.guidance, s.solver, s.shift, s.negative_prompt,
                                        progress=False, image=args.image, rollout=rollout,
-                                       precision=cfg.sample.precision, latents_out=kept)
+                                       precision=cfg.sample.precision, latents_out=kept,
+                                       first_chunk_guidance=s.first_chunk_guidance)
             seconds = (time.perf_counter() - start) / len(batch)
             if latents is not None:
                 latents.add(batch, kept)
@@ -204,6 +205,7 @@ def sample_command(cfg, args: SampleArgs) -> int:
                     "guidance": s.guidance, "solver": s.solver, "shift": s.shift,
                     "negative_prompt": s.negative_prompt, "num_frames": s.num_frames, "height": s.height,
                     "width": s.width, "rollout": rollout, "precision": cfg.sample.precision,
+                    "first_chunk_guidance": s.first_chunk_guidance if rollout else None,
                     "seconds": round(seconds, 4), "checkpoint": checkpoint,
                     "autoencoder": str(pipeline.cfg.autoencoder.checkpoint)}
                 if args.image:

@@ -86,7 +86,8 @@ def sample_long(cfg, args, checkpoint: str, checkpoint_cfg, chosen: dict) -> int
             tqdm(total=total, desc="long video", unit="frame", disable=not show) as bar:
         for frames in generator.frames(segments, int(cfg.sample.seed), settings.height, settings.width,
                                        settings.steps, settings.guidance, settings.shift, settings.solver,
-                                       settings.negative_prompt, image_latent=image):
+                                       settings.negative_prompt, image_latent=image,
+                                       first_chunk_guidance=settings.first_chunk_guidance):
             if not seen:  # the first chunk carries the warm-up (first text encoding, first kernels)
                 first_chunk = (time.perf_counter(), len(frames))
             writer.write(frames)
@@ -100,6 +101,7 @@ def sample_long(cfg, args, checkpoint: str, checkpoint_cfg, chosen: dict) -> int
     steady = (end - first_chunk[0]) / after if after else seconds / total
     row = {"prompt": segments[0].prompt, "segments": [{"prompt": s.prompt, "frames": s.frames} for s in segments],
            "seed": int(cfg.sample.seed), "path": name, "steps": settings.steps, "guidance": settings.guidance,
+           "first_chunk_guidance": settings.first_chunk_guidance,
            "solver": settings.solver, "shift": settings.shift, "negative_prompt": settings.negative_prompt,
            "num_frames": total, "height": settings.height, "width": settings.width, "long": True,
            "chunk_frames": int(checkpoint_cfg.data.num_frames), "long_window": int(cfg.sample.long_window),

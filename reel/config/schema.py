@@ -250,6 +250,10 @@ class SampleConfig:
     solver: Optional[str] = None  # euler | dpmpp | unipc
     shift: Optional[float] = None
     negative_prompt: str = ""
+    # a block-causal DiT generating chunk by chunk (long=true, or a rollout): the guidance of the first chunk
+    # alone, where the layout is set (the first frame is drawn from the prompt alone, and where the object
+    # starts decides whether it stays in view); null: sample.guidance, as for every later chunk
+    first_chunk_guidance: Optional[float] = None
     num_frames: Optional[int] = None  # default: data.num_frames
     height: Optional[int] = None  # default: data.height
     width: Optional[int] = None  # default: data.width

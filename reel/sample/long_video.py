@@ -104,7 +104,10 @@ class LongVideoGenerator:
     @torch.no_grad()
     def frames(self, segments: Sequence[Segment], seed: int, height: int, width: int, steps: int,
                guidance: float, shift: float = 1.0, solver: str = "euler", negative_prompt: str = "",
-               image_latent: Optional[torch.Tensor] = None, progress=None) -> Iterator[np.ndarray]:
+               image_latent: Optional[torch.Tensor] = None, progress=None,
+               first_chunk_guidance: Optional[float] = None) -> Iterator[np.ndarray]:
+        """`first_chunk_guidance` guides the first chunk alone (None: `guidance`): a causal model draws the
+        first frame from the prompt alone, and where it puts the object there is where the video starts."""
         from reel.data.video_io import to_uint8
 
         ae, model = self.autoencoder, self.model
@@ -136,7 +139,9 @@ class LongVideoGenerator:
             prompt = chunk_prompt
             noise = torch.randn((1, ae.latent_channels, n, h, w), generator=generator).to(device)
             known = image_latent if offset == 0 else None
-            latents = self._denoise(noise, slot, text, negative, steps, guidance, shift, solver, known, progress)
+            chunk_guidance = guidance if offset or first_chunk_guidance is None else first_chunk_guidance
+            latents = self._denoise(noise, slot, text, negative, steps, chunk_guidance, shift, solver, known,
+                                    progress)
             if self.positions == "cache":
                 self.uncommitted = latents  # the next chunk's first forward commits it
             else:

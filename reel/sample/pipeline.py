@@ -42,6 +42,7 @@ class SampleSettings:
     solver: str
     shift: float
     negative_prompt: str
+    first_chunk_guidance: Optional[float] = None  # chunk-by-chunk generation's first chunk (None: guidance)
 
 
 def resolve_checkpoint(path: Optional[Union[str, os.PathLike]]) -> str:
@@ -57,7 +58,8 @@ def resolve_checkpoint(path: Optional[Union[str, os.PathLike]]) -> str:
 def sample_settings(cfg: DictConfig, num_frames: Optional[int] = None, height: Optional[int] = None,
                     width: Optional[int] = None, steps: Optional[int] = None, guidance: Optional[float] = None,
                     solver: Optional[str] = None, shift: Optional[float] = None,
-                    negative_prompt: Optional[str] = None) -> SampleSettings:
+                    negative_prompt: Optional[str] = None,
+                    first_chunk_guidance: Optional[float] = None) -> SampleSettings:
     """Settings for a checkpoint whose config.yaml is `cfg`: what is None comes from its `sample` settings,
     then its training clip size (`data`); the result is checked against its autoencoder and patch size, so
     a bad request fails before any model is loaded."""
@@ -75,7 +77,8 @@ def sample_settings(cfg: DictConfig, num_frames: Optional[int] = None, height: O
         num_frames=pick(num_frames, "num_frames", data.num_frames), height=pick(height, "height", data.height),
         width=pick(width, "width", data.width), steps=pick(steps, "steps", DEFAULT_STEPS),
         guidance=pick(guidance, "guidance", DEFAULT_GUIDANCE), solver=str(pick(solver, "solver", "euler")),
-        shift=pick(shift, "shift", 1.0), negative_prompt=str(pick(negative_prompt, "negative_prompt", "")))
+        shift=pick(shift, "shift", 1.0), negative_prompt=str(pick(negative_prompt, "negative_prompt", "")),
+        first_chunk_guidance=pick(first_chunk_guidance, "first_chunk_guidance"))
     _check(chosen, cfg.autoencoder.temporal_factor, cfg.autoencoder.spatial_factor, tuple(cfg.model.patch_size))
     SOLVERS[chosen.solver]  # an unknown name is a ReelError naming sample.solver
     return chosen
@@ -98,6 +101,9 @@ def _check(s: SampleSettings, tf: int, sf: int, patch_size: tuple) -> None:
         raise ReelError(f"sample.steps={s.steps}: must be at least 1")
     if s.guidance < 0:
         raise ReelError(f"sample.guidance={s.guidance}: must be non-negative")
+    if s.first_chunk_guidance is not None and s.first_chunk_guidance < 0:
+        raise ReelError(f"sample.first_chunk_guidance={s.first_chunk_guidance}: must be non-negative (or null: "
+                        f"sample.guidance)")
     if s.shift <= 0:
         raise ReelError(f"sample.shift={s.shift}: must be positive")
 
@@ -172,14 +178,17 @@ class TextToVideoPipeline:
                  guidance: Optional[float] = None, solver: Optional[str] = None, shift: Optional[float] = None,
                  negative_prompt: Optional[str] = None, progress: bool = True,
                  image: Optional[Union[str, os.PathLike]] = None, rollout: Optional[bool] = None,
-                 precision: str = "fp32", latents_out: Optional[list] = None) -> np.ndarray:
+                 precision: str = "fp32", latents_out: Optional[list] = None,
+                 first_chunk_guidance: Optional[float] = None) -> np.ndarray:
         """uint8 videos (N, T, H, W, 3), one per prompt; seeds[i] draws prompt i's noise, so the same seed and
         settings give the same video, bit for bit on CPU, whatever the other prompts are. `image`: an image
         file that becomes every video's first frame (image-to-video). `rollout`: a block-causal DiT
         generates chunk by chunk through its cache (the long-video generator over one clip's length);
         None: the checkpoint's sample.rollout, else False. `precision`: fp32, or bf16 autocast for the DiT
         and the decoder (reel.sample.precision). `latents_out`: a list that receives each clip's denoised
-        latents (C, t, h, w), fp32 on the CPU (not with a rollout, which decodes chunk by chunk)."""
+        latents (C, t, h, w), fp32 on the CPU (not with a rollout, which decodes chunk by chunk).
+        `first_chunk_guidance`: a rollout's first chunk is guided with it (None: the checkpoint's
+        sample.first_chunk_guidance, else `guidance`); whole-clip sampling has no first chunk."""
         from reel.models.text_encoder import check_prompts
         from reel.sample.precision import sampling_precision
 
@@ -190,7 +199,8 @@ class TextToVideoPipeline:
         for seed in seeds:
             if not _is_int(seed) or not -2**63 <= seed < 2**64:  # what torch.Generator.manual_seed takes
                 raise ReelError(f"sample.seed={seed!r}: must be an integer in [-2^63, 2^64)")
-        s = sample_settings(self.cfg, num_frames, height, width, steps, guidance, solver, shift, negative_prompt)
+        s = sample_settings(self.cfg, num_frames, height, width, steps, guidance, solver, shift, negative_prompt,
+                            first_chunk_guidance)
         autocast = sampling_precision(precision, self.device)
         negative = self.text_embedding(s.negative_prompt)
         known = self.image_latent(image, s) if image is not None else None
@@ -248,7 +258,7 @@ class TextToVideoPipeline:
                                     str(self.cfg.sample.get("long_positions", "cache")))
         return np.concatenate(list(generator.frames(
             [Segment(prompt, s.num_frames)], seed, s.height, s.width, s.steps, s.guidance, s.shift, s.solver,
-            s.negative_prompt, image_latent=known, progress=bar)))
+            s.negative_prompt, image_latent=known, progress=bar, first_chunk_guidance=s.first_chunk_guidance)))
 
     def _generate_one(self, prompt: str, seed: int, s: SampleSettings, negative, bar, known=None,
                       latents_out: Optional[list] = None) -> np.ndarray:

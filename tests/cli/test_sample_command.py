@@ -202,7 +202,8 @@ def test_pipeline_defaults_come_from_the_checkpoint_and_are_checked(pipeline):
     for kwargs, message in [({"num_frames": 10}, "sample.num_frames=10: must be 1 + 4k"),
                             ({"height": 60}, "sample.height=60: must be a positive multiple of 8"),
                             ({"width": 0}, "sample.width=0"), ({"steps": 0}, "sample.steps=0"),
-                            ({"solver": "heun"}, "sample.solver=heun: unknown solver")]:
+                            ({"solver": "heun"}, "sample.solver=heun: unknown solver"),
+                            ({"first_chunk_guidance": -1.0}, "sample.first_chunk_guidance=-1.0: must be non-negative")]:
         with pytest.raises(ReelError, match=re.escape(message)):
             pipeline.generate(["a red square moving up"], [0], progress=False, **kwargs)
     with pytest.raises(ReelError, match="2 prompts but 1 seeds"):

@@ -65,6 +65,8 @@ def test_image_to_video_starts_from_the_image(causal_checkpoint, tmp_path):
     (False, ["prompt=a red circle moving left", "image=/no/such.png"], "image=/no/such.png: no such file"),
     (True, ["long=true", "prompt=a red circle moving left", "num_frames=20"], "1 \\+ 4k"),
     (True, ["long=true", "prompts=/no/such.jsonl"], "prompts=/no/such.jsonl"),
+    (True, ["long=true", "prompt=a red circle moving left", "sample.first_chunk_guidance=-2"],
+     "sample.first_chunk_guidance=-2.0: must be non-negative"),
 ])
 def test_long_and_image_errors_are_one_line(causal, extra, message, causal_checkpoint, tmp_path):
     checkpoint = [f"checkpoint={causal_checkpoint}"] if causal else []
@@ -73,8 +75,8 @@ def test_long_and_image_errors_are_one_line(causal, extra, message, causal_check
     assert re.search(message, result.stderr) and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_causal_checkpoint_rolls_clips_out_chunk_by_chunk_as_long_videos_do(causal_checkpoint, tmp_path):
-    from reel.sample.long_video import Segment
+def test_a_causal_checkpoint_rolls_clips_out_chunk_by_chunk_as_long_videos_do(causal_checkpoint, tmp_path, monkeypatch):
+    from reel.sample.long_video import LongVideoGenerator, Segment
     from reel.sample.pipeline import TextToVideoPipeline
 
     # in one process: across processes the kernels may round differently in the last bits, and an untrained
@@ -86,6 +88,17 @@ def test_a_causal_checkpoint_rolls_clips_out_chunk_by_chunk_as_long_videos_do(ca
                                                              2, s.guidance, s.shift, s.solver, s.negative_prompt)))
     assert rolled.shape == (9, 64, 64, 3)
     np.testing.assert_array_equal(rolled, long)  # the same chunks from the same noise
+    # the first chunk guided on its own, the same way in both (an untrained model's frames barely depend on
+    # the guidance, so the guidance each chunk is denoised with is what is checked)
+    seen, denoise = [], LongVideoGenerator._denoise
+    monkeypatch.setattr(LongVideoGenerator, "_denoise", lambda gen, noise, offset, text, negative, steps, guidance,
+                        *rest: seen.append((offset, guidance)) or denoise(gen, noise, offset, text, negative, steps,
+                                                                          guidance, *rest))
+    first = pipeline.generate([prompt], [3], steps=2, progress=False, rollout=True, first_chunk_guidance=1.0)[0]
+    assert s.guidance != 1.0 and seen == [(0, 1.0), (1, s.guidance), (2, s.guidance)]
+    np.testing.assert_array_equal(first, np.concatenate(list(pipeline.long_video().frames(
+        [Segment(prompt, s.num_frames)], 3, s.height, s.width, 2, s.guidance, s.shift, s.solver,
+        s.negative_prompt, first_chunk_guidance=1.0))))
     joint = pipeline.generate([prompt], [3], steps=2, progress=False)[0]  # the checkpoint sets no rollout
     assert not np.array_equal(rolled, joint)  # all chunks denoised together under the causal mask differ
     assert not pipeline.rolls_out() and pipeline.rolls_out(True)

@@ -217,3 +217,29 @@ def test_cache_positions_keep_every_frame_inside_the_cache(autoencoder):
 
     with pytest.raises(ReelError, match="sample.long_positions='slots'"):
         LongVideoGenerator(gen.model, autoencoder, HashTextEncoder(), positions="slots")
+
+
+@pytest.mark.parametrize("positions", ["cache", "absolute"])
+def test_first_chunk_guidance_guides_the_first_chunk_alone(autoencoder, positions):
+    """The first chunk is the one a guidance-3 run makes; every later chunk is what the base guidance makes
+    after that first chunk (the same as holding it fixed as an image), so only the layout is guided."""
+    segments = [Segment("a green triangle moving right", 1 + 4 * 4)]
+    guided, base, split = (_generator(autoencoder, positions=positions) for _ in range(3))
+    for gen in (base, split):
+        gen.model.load_state_dict(guided.model.state_dict())
+    made = {name: record_chunks(gen) for name, gen in (("guided", guided), ("base", base), ("split", split))}
+    _, guided_video = _run(guided, segments, guidance=3.0)
+    _, base_video = _run(base, segments, guidance=1.0)
+    split_chunks = list(split.frames(segments, seed=3, height=SIZE, width=SIZE, steps=2, guidance=1.0,
+                                     first_chunk_guidance=3.0))
+    assert torch.equal(made["split"][0], made["guided"][0])
+    assert not torch.equal(made["split"][0], made["base"][0])
+    assert np.array_equal(split_chunks[0], guided_video[:1])
+
+    held = _generator(autoencoder, positions=positions)
+    held.model.load_state_dict(guided.model.state_dict())
+    made["held"] = record_chunks(held)
+    _, held_video = _run(held, segments, guidance=1.0, image_latent=made["guided"][0])
+    assert all(torch.equal(a, b) for a, b in zip(made["split"][1:], made["held"][1:]))
+    assert np.array_equal(np.concatenate(split_chunks), held_video)
+    assert not np.array_equal(held_video, guided_video)
