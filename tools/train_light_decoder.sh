@@ -68,21 +68,23 @@ latents "$RUN_DIR/latents_student2" "$STUDENT2" 200000
 .venv/bin/python - "$RUN_DIR/latents_mix" "$RUN_DIR/latents_student" "$RUN_DIR/latents_student2" <<'PY'
 import json, os, sys
 from pathlib import Path
+from reel.data.latent_shards import CAPTIONS_FILE, FORMAT, INDEX_FILE, check_shards_match, read_index, shard_name
 out, sources = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
 out.mkdir(parents=True, exist_ok=True)
 shards, captions, info = [], [], None
 for src in sources:
-    index = json.loads((src / "index.json").read_text())
-    info = info or {k: v for k, v in index.items() if k not in ("shards", "count", "sampled_by")}
+    index = read_index(src)
+    info = info or {k: v for k, v in index.items() if k not in ("format", "shards", "count", "sampled_by")}
+    check_shards_match(index, info["autoencoder_identity"], info["text_encoder_identity"], src)
     for shard in index["shards"]:
-        name = f"shard_{len(shards):05d}.safetensors"
+        name = shard_name(len(shards))
         if not (out / name).exists():
             os.symlink(os.path.relpath(src / shard["file"], out), out / name)
         shards.append({"file": name, "count": shard["count"]})
-    captions += (src / "captions.jsonl").read_text().splitlines()
-(out / "captions.jsonl").write_text("\n".join(captions) + "\n")
-(out / "index.json").write_text(json.dumps({"format": "reel-latents-1", "count": len(captions), "shards": shards,
-                                            **info, "sampled_by": [str(s) for s in sources]}, indent=1))
+    captions += (src / CAPTIONS_FILE).read_text().splitlines()
+(out / CAPTIONS_FILE).write_text("\n".join(captions) + "\n")
+(out / INDEX_FILE).write_text(json.dumps({"format": FORMAT, "count": len(captions), "shards": shards, **info,
+                                          "sampled_by": [str(s) for s in sources]}, indent=1))
 PY
 distil "$RUN_DIR/distil3" "$RUN_DIR/distil2/autoencoder" "$RUN_DIR/latents_mix" 5e-5 10
 

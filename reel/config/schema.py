@@ -274,7 +274,7 @@ class SampleConfig:
     # 0.1 of a uint8 level, decoding is ~1.7x faster on a CPU with AVX-512 BF16
     precision: str = "fp32"
     # an autoencoder folder to decode with instead of the checkpoint's own; it must make the same latents (same
-    # encoder and latent statistics), e.g. a lighter decoder (reel autoencoder prune-decoder)
+    # encoder and latent statistics), e.g. a lighter decoder (reel autoencoder prune-decoder, bundled:demo_ae_light)
     autoencoder: Optional[str] = None
 
 
