@@ -37,6 +37,7 @@ def test_decoding_again_reuses_the_heap_instead_of_fresh_pages():
     tuned = _decode_faults()
     assert tuned["tuned"] is True
     # a 17-frame 64x64 decode allocates tens of MB in blocks of 1-13 MB; tuned, the second and later decodes
-    # take them from the heap the first one left (untuned, ~8,000 page faults a decode here; see the module)
-    assert tuned["faults"] < 200, tuned
+    # take them from the heap the first one left (untuned, 6,000-10,000 page faults a decode here; tuned 0 alone
+    # and ~200 once beside the rest of the suite: the bound is an eighth of the untuned count)
+    assert tuned["faults"] < 1000, tuned
     assert _decode_faults(REEL_MALLOC_TUNING="0")["tuned"] is False
