@@ -49,7 +49,8 @@ train data.latents="$TURN" train.init_from="${PREFIX}_layout/dit" seed=14 train.
 # bundle: EMA weights in fp16 as reel/assets/demo_causal, the config pointing at the bundled autoencoder, no
 # embedding cache path, sampling chunk by chunk (8 Euler steps, guidance 1.25 (the best of 1 / 1.25 / 1.5 / 2 on
 # long videos and image to video, benchmarks/RESULTS.md), the first chunk at guidance 3 (where the object is
-# placed: 17-frame rollouts 0.806 -> 0.854 joint), frame positions inside the cache)
+# placed: 17-frame rollouts 0.806 -> 0.854 joint) unless the opening applies: the first frame drawn by the bundled
+# whole-clip demo DiT (sample.opening), frame positions inside the cache)
 .venv/bin/python - "${PREFIX}_detail/dit" reel/assets/demo_causal <<'PY'
 import sys, torch
 from omegaconf import OmegaConf
@@ -58,7 +59,7 @@ src, out = sys.argv[1], sys.argv[2]
 model, cfg = load_dit(src)
 cfg = OmegaConf.merge(cfg, {"autoencoder": {"checkpoint": "bundled:demo_ae"}, "text_encoder": {"cache_dir": None},
                             "sample": {"steps": 8, "guidance": 1.25, "first_chunk_guidance": 3.0, "solver": "euler",
-                                       "rollout": True,
+                                       "rollout": True, "opening": "bundled:demo_dit",
                                        "long_window": 3, "long_sink": 1, "long_positions": "cache"}})
 save_dit(model, out, cfg, dtype=torch.float16, extra_info=read_dit_extra_info(src))
 print("bundled", out, "(reel sample checkpoint=bundled:demo_causal long=true ...)")

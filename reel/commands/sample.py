@@ -117,7 +117,8 @@ def sample_command(cfg, args: SampleArgs) -> int:
     from reel.distributed import default_device, init_distributed
     from reel.models.dit_checkpoint import read_dit_config
     from reel.parallel.groups import build_parallel_groups
-    from reel.sample.pipeline import TextToVideoPipeline, resolve_checkpoint, rolls_out, sample_settings
+    from reel.sample.pipeline import (NO_OPENING, TextToVideoPipeline, check_opening, resolve_checkpoint,
+                                      rolls_out, sample_settings)
     from reel.sample.precision import check_precision
 
     if args.batch_size < 1:
@@ -136,7 +137,8 @@ def sample_command(cfg, args: SampleArgs) -> int:
     # sample.* settings left null (steps, guidance, solver, shift, frames, size) are the checkpoint's own
     chosen = dict(height=cfg.sample.height, width=cfg.sample.width, steps=cfg.sample.steps,
                   guidance=cfg.sample.guidance, solver=cfg.sample.solver, shift=cfg.sample.shift,
-                  negative_prompt=cfg.sample.negative_prompt, first_chunk_guidance=cfg.sample.first_chunk_guidance)
+                  negative_prompt=cfg.sample.negative_prompt, first_chunk_guidance=cfg.sample.first_chunk_guidance,
+                  opening=cfg.sample.opening)
     if args.long:
         from reel.commands.sample_long import sample_long
 
@@ -166,6 +168,9 @@ def sample_command(cfg, args: SampleArgs) -> int:
     if args.latents_dir and rollout:
         raise ReelError(f"latents_dir={args.latents_dir}: {checkpoint} generates chunk by chunk and keeps no clip's "
                         f"latents; set sample.rollout=false")
+    openings = {s.opening for s in settings.values()} - {None} if rollout and not args.image else set()
+    for opening in openings:  # before any model loads
+        check_opening(opening, cfg.sample.autoencoder or checkpoint_cfg.autoencoder.checkpoint)
     pipeline = TextToVideoPipeline.from_checkpoint(checkpoint, default_device(ranks.local_rank),
                                                    cfg.sample.autoencoder)
     if args.lora:
@@ -192,7 +197,8 @@ def sample_command(cfg, args: SampleArgs) -> int:
                                        s.width, s.steps, s.guidance, s.solver, s.shift, s.negative_prompt,
                                        progress=False, image=args.image, rollout=rollout,
                                        precision=cfg.sample.precision, latents_out=kept,
-                                       first_chunk_guidance=s.first_chunk_guidance)
+                                       first_chunk_guidance=s.first_chunk_guidance,
+                                       opening=s.opening or NO_OPENING)
             seconds = (time.perf_counter() - start) / len(batch)
             if latents is not None:
                 latents.add(batch, kept)
@@ -206,6 +212,7 @@ def sample_command(cfg, args: SampleArgs) -> int:
                     "negative_prompt": s.negative_prompt, "num_frames": s.num_frames, "height": s.height,
                     "width": s.width, "rollout": rollout, "precision": cfg.sample.precision,
                     "first_chunk_guidance": s.first_chunk_guidance if rollout else None,
+                    "opening": s.opening if rollout and not args.image else None,
                     "seconds": round(seconds, 4), "checkpoint": checkpoint,
                     "autoencoder": str(pipeline.cfg.autoencoder.checkpoint)}
                 if args.image:
@@ -276,6 +283,8 @@ COMMANDS = [
                 "is decoded; prompts=FILE.jsonl of {\"prompt\", \"frames\"} segments switches prompts (KV recache); "
                 "sample.long_window / sample.long_sink set the KV window and attention sink (chunks).\n"
                 "image=PATH: the image becomes the first frame (image-to-video), with long=true or without.\n"
+                "sample.opening=DIR: chunk-by-chunk generation without image= takes its first frame from the clip "
+                "that this whole-clip DiT (the teacher) samples for the first prompt; none turns a stored one off.\n"
                 "Sequence-parallel (each video split over the processes, same video as one process): "
                 "torchrun --nproc_per_node=2 -m reel.cli sample ... distributed.sp_size=2"),
 ]

@@ -55,7 +55,7 @@ def sample_long(cfg, args, checkpoint: str, checkpoint_cfg, chosen: dict) -> int
     from reel.data.video_io import VideoWriter
     from reel.distributed import default_device
     from reel.sample.long_video import check_segments
-    from reel.sample.pipeline import TextToVideoPipeline, sample_settings
+    from reel.sample.pipeline import TextToVideoPipeline, check_opening, sample_settings
     from reel.sample.precision import check_precision, sampling_precision
 
     if cfg.distributed.sp_size > 1:
@@ -68,6 +68,9 @@ def sample_long(cfg, args, checkpoint: str, checkpoint_cfg, chosen: dict) -> int
     segments = read_segments(args, num_frames)
     total = check_segments(segments, int(checkpoint_cfg.autoencoder.temporal_factor))
     settings = sample_settings(checkpoint_cfg, num_frames=total, **chosen)
+    opening = settings.opening if not args.image else None
+    if opening is not None:  # before any model loads
+        check_opening(opening, cfg.sample.autoencoder or checkpoint_cfg.autoencoder.checkpoint)
     pipeline = TextToVideoPipeline.from_checkpoint(checkpoint, default_device(0), cfg.sample.autoencoder)
     generator = pipeline.long_video(int(cfg.sample.long_window), int(cfg.sample.long_sink),
                                     str(cfg.sample.long_positions))
@@ -84,6 +87,9 @@ def sample_long(cfg, args, checkpoint: str, checkpoint_cfg, chosen: dict) -> int
     with sampling_precision(cfg.sample.precision, pipeline.device), \
             VideoWriter(out_dir / name, pipeline.fps) as writer, \
             tqdm(total=total, desc="long video", unit="frame", disable=not show) as bar:
+        if opening is not None:  # part of the first chunk's time
+            image = pipeline.opening_latent(opening, segments[0].prompt, int(cfg.sample.seed), settings.height,
+                                            settings.width)
         for frames in generator.frames(segments, int(cfg.sample.seed), settings.height, settings.width,
                                        settings.steps, settings.guidance, settings.shift, settings.solver,
                                        settings.negative_prompt, image_latent=image,
@@ -106,7 +112,7 @@ def sample_long(cfg, args, checkpoint: str, checkpoint_cfg, chosen: dict) -> int
            "num_frames": total, "height": settings.height, "width": settings.width, "long": True,
            "chunk_frames": int(checkpoint_cfg.data.num_frames), "long_window": int(cfg.sample.long_window),
            "long_sink": int(cfg.sample.long_sink), "long_positions": str(cfg.sample.long_positions),
-           "image": args.image, "precision": cfg.sample.precision,
+           "image": args.image, "opening": opening, "precision": cfg.sample.precision,
            "seconds": round(seconds, 4),
            "seconds_per_frame": round(seconds / total, 5), "steady_seconds_per_frame": round(steady, 5),
            "checkpoint": checkpoint, "autoencoder": str(pipeline.cfg.autoencoder.checkpoint)}

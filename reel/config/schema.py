@@ -254,6 +254,12 @@ class SampleConfig:
     # alone, where the layout is set (the first frame is drawn from the prompt alone, and where the object
     # starts decides whether it stays in view); null: sample.guidance, as for every later chunk
     first_chunk_guidance: Optional[float] = None
+    # a block-causal DiT generating chunk by chunk without image=: a whole-clip DiT folder in the same latent
+    # space (its teacher) draws the first frame. It samples a clip of its own for the first prompt and the
+    # seed, with its own sample settings, and that clip's first latent frame becomes the clean first chunk,
+    # as an image would (the whole-clip model sees the motion when it places the object). null: the
+    # checkpoint's own setting; none: no opening
+    opening: Optional[str] = None
     num_frames: Optional[int] = None  # default: data.num_frames
     height: Optional[int] = None  # default: data.height
     width: Optional[int] = None  # default: data.width

@@ -30,6 +30,7 @@ DEMO_NAME = "demo_dit"
 DEFAULT_STEPS, DEFAULT_GUIDANCE = 20, 4.0  # for a checkpoint that stores no sample settings
 DEMO_CHECKPOINT = BUNDLED_PREFIX + DEMO_NAME
 TEXT_MEMO = 256  # prompts whose embeddings a pipeline keeps (~50 KB each with the demo's MiniLM)
+NO_OPENING = "none"  # sample.opening=none: a checkpoint's stored opening is not used
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class SampleSettings:
     shift: float
     negative_prompt: str
     first_chunk_guidance: Optional[float] = None  # chunk-by-chunk generation's first chunk (None: guidance)
+    opening: Optional[str] = None  # a whole-clip DiT that draws chunk-by-chunk generation's first frame
 
 
 def resolve_checkpoint(path: Optional[Union[str, os.PathLike]]) -> str:
@@ -59,7 +61,8 @@ def sample_settings(cfg: DictConfig, num_frames: Optional[int] = None, height: O
                     width: Optional[int] = None, steps: Optional[int] = None, guidance: Optional[float] = None,
                     solver: Optional[str] = None, shift: Optional[float] = None,
                     negative_prompt: Optional[str] = None,
-                    first_chunk_guidance: Optional[float] = None) -> SampleSettings:
+                    first_chunk_guidance: Optional[float] = None,
+                    opening: Optional[str] = None) -> SampleSettings:
     """Settings for a checkpoint whose config.yaml is `cfg`: what is None comes from its `sample` settings,
     then its training clip size (`data`); the result is checked against its autoencoder and patch size, so
     a bad request fails before any model is loaded."""
@@ -78,10 +81,19 @@ def sample_settings(cfg: DictConfig, num_frames: Optional[int] = None, height: O
         width=pick(width, "width", data.width), steps=pick(steps, "steps", DEFAULT_STEPS),
         guidance=pick(guidance, "guidance", DEFAULT_GUIDANCE), solver=str(pick(solver, "solver", "euler")),
         shift=pick(shift, "shift", 1.0), negative_prompt=str(pick(negative_prompt, "negative_prompt", "")),
-        first_chunk_guidance=pick(first_chunk_guidance, "first_chunk_guidance"))
+        first_chunk_guidance=pick(first_chunk_guidance, "first_chunk_guidance"),
+        opening=_opening(pick(opening, "opening")))
     _check(chosen, cfg.autoencoder.temporal_factor, cfg.autoencoder.spatial_factor, tuple(cfg.model.patch_size))
     SOLVERS[chosen.solver]  # an unknown name is a ReelError naming sample.solver
     return chosen
+
+
+def _opening(value) -> Optional[str]:
+    if value is None or str(value).strip().lower() == NO_OPENING:
+        return None
+    if not str(value).strip():
+        raise ReelError(f"sample.opening='': name a whole-clip DiT folder, or {NO_OPENING} for no opening")
+    return str(value)
 
 
 def _check(s: SampleSettings, tf: int, sf: int, patch_size: tuple) -> None:
@@ -117,15 +129,18 @@ class TextToVideoPipeline:
         self.device = torch.device(device)
         self.fps = float(cfg.data.fps)
         self._texts: OrderedDict = OrderedDict()  # prompt -> its TextEmbeddings on the device (text_embedding)
+        self._openings: dict = {}  # sample.opening checkpoint -> its pipeline (opening_pipeline)
 
     @classmethod
     def from_checkpoint(cls, path: Optional[Union[str, os.PathLike]] = None,
                         device: Union[str, torch.device] = "cpu",
-                        autoencoder: Optional[Union[str, os.PathLike]] = None) -> "TextToVideoPipeline":
+                        autoencoder: Optional[Union[str, os.PathLike]] = None,
+                        share: Optional["TextToVideoPipeline"] = None) -> "TextToVideoPipeline":
         """A DiT folder (what `reel train dit` writes to RUN_DIR/dit); None: the bundled demo model.
         `autoencoder`: decode (and encode images) with this folder instead of the one the DiT's config names;
         it must make the same latents (same encoder and latent statistics), e.g. a lighter decoder from
-        `reel autoencoder prune-decoder`."""
+        `reel autoencoder prune-decoder`. `share`: a pipeline whose autoencoder and text encoder are used when
+        they are the ones this checkpoint names (no second copy in memory)."""
         from reel.autoencoders import load_autoencoder
         from reel.autoencoders.checkpoint import same_latent_space
         from reel.models.dit_checkpoint import load_dit, read_dit_config
@@ -142,16 +157,21 @@ class TextToVideoPipeline:
         model, cfg = load_dit(path, device)
         if autoencoder is not None:
             cfg = OmegaConf.merge(cfg, {"autoencoder": {"checkpoint": str(autoencoder)}})
-        autoencoder = load_autoencoder(cfg.autoencoder.checkpoint, device)
+        if share is not None and str(share.cfg.autoencoder.checkpoint) == str(cfg.autoencoder.checkpoint):
+            autoencoder = share.autoencoder
+        else:
+            autoencoder = load_autoencoder(cfg.autoencoder.checkpoint, device)
         for key, expected in (("latent_channels", cfg.dit.latent_channels),
                               ("spatial_factor", cfg.autoencoder.spatial_factor),
                               ("temporal_factor", cfg.autoencoder.temporal_factor)):
             if getattr(autoencoder, key) != expected:
                 raise ReelError(f"checkpoint {path}: its config.yaml says {key}={expected}, the autoencoder "
                                 f"{cfg.autoencoder.checkpoint} has {getattr(autoencoder, key)}")
-        # the training run's embedding cache is a path on the machine that trained it
-        text_cfg = OmegaConf.merge(cfg.text_encoder, {"cache_dir": None})
-        text_encoder = build_text_encoder(text_cfg, device)
+        text_cfg = _text_config(cfg)
+        if share is not None and OmegaConf.to_container(_text_config(share.cfg)) == OmegaConf.to_container(text_cfg):
+            text_encoder = share.text_encoder
+        else:
+            text_encoder = build_text_encoder(text_cfg, device)
         if text_encoder.dim != int(cfg.dit.text_dim):
             raise ReelError(f"checkpoint {path}: the DiT takes {cfg.dit.text_dim}-d text embeddings, the text encoder "
                             f"{text_cfg.path or text_cfg.name} gives {text_encoder.dim}-d (set text_encoder.path to "
@@ -179,7 +199,7 @@ class TextToVideoPipeline:
                  negative_prompt: Optional[str] = None, progress: bool = True,
                  image: Optional[Union[str, os.PathLike]] = None, rollout: Optional[bool] = None,
                  precision: str = "fp32", latents_out: Optional[list] = None,
-                 first_chunk_guidance: Optional[float] = None) -> np.ndarray:
+                 first_chunk_guidance: Optional[float] = None, opening: Optional[str] = None) -> np.ndarray:
         """uint8 videos (N, T, H, W, 3), one per prompt; seeds[i] draws prompt i's noise, so the same seed and
         settings give the same video, bit for bit on CPU, whatever the other prompts are. `image`: an image
         file that becomes every video's first frame (image-to-video). `rollout`: a block-causal DiT
@@ -188,7 +208,9 @@ class TextToVideoPipeline:
         and the decoder (reel.sample.precision). `latents_out`: a list that receives each clip's denoised
         latents (C, t, h, w), fp32 on the CPU (not with a rollout, which decodes chunk by chunk).
         `first_chunk_guidance`: a rollout's first chunk is guided with it (None: the checkpoint's
-        sample.first_chunk_guidance, else `guidance`); whole-clip sampling has no first chunk."""
+        sample.first_chunk_guidance, else `guidance`); whole-clip sampling has no first chunk. `opening`: a
+        rollout without an image takes its first frame from this whole-clip DiT (opening_latent; None: the
+        checkpoint's sample.opening, "none": no opening)."""
         from reel.models.text_encoder import check_prompts
         from reel.sample.precision import sampling_precision
 
@@ -200,7 +222,7 @@ class TextToVideoPipeline:
             if not _is_int(seed) or not -2**63 <= seed < 2**64:  # what torch.Generator.manual_seed takes
                 raise ReelError(f"sample.seed={seed!r}: must be an integer in [-2^63, 2^64)")
         s = sample_settings(self.cfg, num_frames, height, width, steps, guidance, solver, shift, negative_prompt,
-                            first_chunk_guidance)
+                            first_chunk_guidance, opening)
         autocast = sampling_precision(precision, self.device)
         negative = self.text_embedding(s.negative_prompt)
         known = self.image_latent(image, s) if image is not None else None
@@ -216,7 +238,10 @@ class TextToVideoPipeline:
         with autocast, tqdm(total=len(prompts) * steps, desc="denoise", unit="step", disable=not progress) as bar:
             for index, (prompt, seed) in enumerate(zip(prompts, seeds)):
                 if roll:
-                    videos[index] = self._roll_out_one(prompt, int(seed), s, bar, known)
+                    first = known
+                    if first is None and s.opening is not None:
+                        first = self.opening_latent(s.opening, prompt, int(seed), s.height, s.width)
+                    videos[index] = self._roll_out_one(prompt, int(seed), s, bar, first)
                 else:
                     videos[index] = self._generate_one(prompt, int(seed), s, negative, bar, known, latents_out)
         return videos
@@ -243,6 +268,26 @@ class TextToVideoPipeline:
 
         return encode_image(self.autoencoder, image, s.height, s.width, self.device)
 
+    def opening_pipeline(self, checkpoint: str) -> "TextToVideoPipeline":
+        """The pipeline of a sample.opening checkpoint: a DiT that attends over the whole clip, trained on an
+        autoencoder with this one's latents; it shares this pipeline's autoencoder and, when the same, text encoder."""
+        if checkpoint not in self._openings:
+            mine = self.cfg.autoencoder.checkpoint
+            check_opening(checkpoint, mine)
+            self._openings[checkpoint] = TextToVideoPipeline.from_checkpoint(checkpoint, self.device, mine,
+                                                                             share=self)
+        return self._openings[checkpoint]
+
+    @torch.no_grad()
+    def opening_latent(self, checkpoint: str, prompt: str, seed: int, height: int, width: int) -> torch.Tensor:
+        """The first latent frame (1, C, 1, h, w) of the clip that `checkpoint` (opening_pipeline) samples for
+        `prompt` and `seed` with its own sample settings at this frame size: the clean first chunk of a
+        chunk-by-chunk generation, as an image would be."""
+        opening = self.opening_pipeline(checkpoint)
+        s = opening.settings(height=height, width=width)
+        latents = opening._latents_one(prompt, seed, s, opening.text_embedding(s.negative_prompt), None)
+        return latents[:, :, :1]
+
     def long_video(self, window_chunks: int = 3, sink_chunks: int = 1, positions: str = "cache"):
         """A LongVideoGenerator over this pipeline's models (a block-causal DiT)."""
         from reel.sample.long_video import LongVideoGenerator
@@ -260,21 +305,50 @@ class TextToVideoPipeline:
             [Segment(prompt, s.num_frames)], seed, s.height, s.width, s.steps, s.guidance, s.shift, s.solver,
             s.negative_prompt, image_latent=known, progress=bar, first_chunk_guidance=s.first_chunk_guidance)))
 
-    def _generate_one(self, prompt: str, seed: int, s: SampleSettings, negative, bar, known=None,
-                      latents_out: Optional[list] = None) -> np.ndarray:
-        from reel.data.video_io import to_uint8
+    def _latents_one(self, prompt: str, seed: int, s: SampleSettings, negative, bar, known=None) -> torch.Tensor:
         from reel.sample.latents import initial_noise, sample_latents
 
         text = self.text_embedding(prompt)
         shape = self.autoencoder.latent_shape(s.num_frames, s.height, s.width)
         noise = initial_noise(shape, [seed], self.device)
-        latents = sample_latents(self.model, text.embeddings, text.mask, negative.embeddings, negative.mask, noise,
-                                 s.steps, s.guidance, s.shift, s.solver, progress=bar, known=known,
-                                 temporal_patch=self.model.patch_size[0])
+        return sample_latents(self.model, text.embeddings, text.mask, negative.embeddings, negative.mask, noise,
+                              s.steps, s.guidance, s.shift, s.solver, progress=bar, known=known,
+                              temporal_patch=self.model.patch_size[0])
+
+    def _generate_one(self, prompt: str, seed: int, s: SampleSettings, negative, bar, known=None,
+                      latents_out: Optional[list] = None) -> np.ndarray:
+        from reel.data.video_io import to_uint8
+
+        latents = self._latents_one(prompt, seed, s, negative, bar, known)
         if latents_out is not None:
             latents_out.append(latents[0].float().cpu())
         video = self.autoencoder.decode(latents).float().clamp(-1, 1)
         return to_uint8(video[0])
+
+
+def check_opening(checkpoint: str, autoencoder: str) -> None:
+    """That `checkpoint` can draw the opening of videos decoded by `autoencoder` (a ReelError naming
+    sample.opening if not): a DiT folder that attends over the whole clip, trained on the same latents."""
+    from reel.autoencoders.checkpoint import same_latent_space
+    from reel.models.dit_checkpoint import read_dit_config
+
+    try:
+        cfg = read_dit_config(checkpoint)
+    except ReelError as exc:
+        raise ReelError(f"sample.opening={checkpoint}: {exc}") from None
+    if cfg.model.get("causal_chunk") is not None:
+        raise ReelError(f"sample.opening={checkpoint}: a block-causal DiT; the opening is drawn by a DiT that attends "
+                        f"over the whole clip (it sees the motion when it places the object)")
+    own = cfg.autoencoder.get("checkpoint")
+    if not own or (str(own) != str(autoencoder) and not same_latent_space(own, autoencoder)):
+        raise ReelError(f"sample.opening={checkpoint}: trained on autoencoder {own}, whose latents differ from those "
+                        f"of {autoencoder}, the one this video is decoded with")
+
+
+def _text_config(checkpoint_cfg: DictConfig) -> DictConfig:
+    """A checkpoint's text encoder settings (the training run's embedding cache is a path on the machine that
+    trained it)."""
+    return OmegaConf.merge(checkpoint_cfg.text_encoder, {"cache_dir": None})
 
 
 def rolls_out(checkpoint_cfg: DictConfig, rollout: Optional[bool] = None) -> bool:

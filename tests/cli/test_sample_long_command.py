@@ -129,3 +129,70 @@ def test_the_bundled_causal_model_follows_a_prompt_switch(tmp_path):
     clips = json.loads(scored.stdout)["clips"]
     assert [c["predicted"]["direction"] for c in clips] == ways
     assert all(c["correct"] for c in clips), [c["predicted"] for c in clips]
+
+
+def test_an_opening_checkpoint_draws_the_first_frame_of_chunk_by_chunk_generation(causal_checkpoint):
+    """sample.opening: the whole-clip teacher samples the prompt with the same seed (its own settings) and the
+    first latent frame of its clip is the rollout's clean first chunk, exactly as an image latent would be."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from reel.sample.long_video import Segment
+    from reel.sample.pipeline import TextToVideoPipeline, sample_settings
+
+    pipeline = TextToVideoPipeline.from_checkpoint(causal_checkpoint)
+    teacher = TextToVideoPipeline.from_checkpoint("bundled:demo_dit")
+    s, prompt = pipeline.settings(steps=2), "a blue triangle moving right"
+    kept = []
+    teacher.generate([prompt], [3], height=s.height, width=s.width, progress=False, latents_out=kept)
+    opening = pipeline.opening_latent("bundled:demo_dit", prompt, 3, s.height, s.width)
+    assert opening.shape == (1, 16, 1, 8, 8) and torch.equal(opening[0], kept[0][:, :1])
+    shared = pipeline.opening_pipeline("bundled:demo_dit")
+    assert shared.autoencoder is pipeline.autoencoder and shared.text_encoder is pipeline.text_encoder
+
+    opened = pipeline.generate([prompt], [3], steps=2, progress=False, rollout=True, opening="bundled:demo_dit")[0]
+    held = np.concatenate(list(pipeline.long_video().frames([Segment(prompt, s.num_frames)], 3, s.height, s.width,
+                                                            2, s.guidance, s.shift, s.solver, s.negative_prompt,
+                                                            image_latent=opening)))
+    np.testing.assert_array_equal(opened, held)
+    assert not np.array_equal(opened, pipeline.generate([prompt], [3], steps=2, progress=False, rollout=True)[0])
+
+    stored = OmegaConf.merge(pipeline.cfg, {"sample": {"opening": "bundled:demo_dit"}})
+    assert sample_settings(stored).opening == "bundled:demo_dit"
+    assert sample_settings(stored, opening="none").opening is None and sample_settings(pipeline.cfg).opening is None
+
+
+def test_an_opening_must_be_a_whole_clip_dit(causal_checkpoint, tmp_path):
+    from reel.errors import ReelError
+    from reel.sample.pipeline import TextToVideoPipeline
+
+    pipeline = TextToVideoPipeline.from_checkpoint(causal_checkpoint)
+    with pytest.raises(ReelError, match="sample.opening=.*a block-causal DiT"):
+        pipeline.opening_pipeline(str(causal_checkpoint))
+    result = run_reel("sample", f"checkpoint={causal_checkpoint}", "long=true", "prompt=a red circle moving left",
+                      "sample.opening=/no/such", f"out_dir={tmp_path / 'out'}", "steps=1", *QUIET)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.strip() == "error: sample.opening=/no/such: checkpoint /no/such: no such folder"
+    assert not (tmp_path / "out" / "000000.mp4").exists()
+
+
+def test_a_long_video_records_its_opening(causal_checkpoint, tmp_path):
+    out = tmp_path / "long"
+    result = run_reel("sample", f"checkpoint={causal_checkpoint}", "long=true", "prompt=a red circle moving left",
+                      "num_frames=17", "sample.opening=bundled:demo_dit", f"out_dir={out}", "steps=1", *QUIET)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((out / "manifest.jsonl").read_text())["opening"] == "bundled:demo_dit"
+    assert read_video(out / "000000.mp4").shape[0] == 17
+
+
+def test_the_bundled_causal_models_stored_opening_applies_unless_turned_off(tmp_path):
+    videos = {}
+    for name, extra in (("stored", []), ("off", ["sample.opening=none"])):
+        out = tmp_path / name
+        result = run_reel("sample", "checkpoint=bundled:demo_causal", "prompt=a blue triangle moving right",
+                          "num_frames=5", f"out_dir={out}", *extra, *QUIET)
+        assert result.returncode == 0, result.stderr[-2000:]
+        row = json.loads((out / "manifest.jsonl").read_text())
+        assert row["rollout"] and row["opening"] == ("bundled:demo_dit" if name == "stored" else None)
+        videos[name] = read_video(out / "000000.mp4")
+    assert not np.array_equal(videos["stored"], videos["off"])

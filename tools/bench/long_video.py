@@ -1,12 +1,14 @@
 """Long video: peak memory and seconds per frame at 1x, 4x and 16x the training length, and oracle scores
 chunk by chunk (one prompt, and a prompt switch), through `reel sample long=true` in fresh processes.
 
-Each length runs in its own process, so the process's peak RSS is that length's peak. The oracle part
+Each length runs in its own process, so the process's peak RSS is that length's peak; each runs --repeats
+times, in turn with the others, and the medians are reported (this benchmark's times moved by up to 30%
+between identical runs on a shared 2-core machine). The oracle part
 samples 16x videos: for every colour x shape (and a random direction), one video with one prompt and one
 whose direction switches every training length ("a red circle moving right", "... moving left", ...: the
 object goes back and forth and can stay in view); scored by `reel eval world` window by window.
 Usage: python tools/bench/long_video.py --checkpoint RUN_DIR/dit [--videos 12] [--steps 4] [--out FILE]
-    [--set sample.long_positions=absolute ...] [--skip-lengths] [--skip-oracle]
+    [--set sample.long_positions=absolute ...] [--repeats 3] [--skip-lengths] [--skip-oracle]
 """
 from __future__ import annotations
 
@@ -40,17 +42,24 @@ def clip_frames(checkpoint: str) -> int:
     return int(read_dit_config(checkpoint).data.num_frames)
 
 
-def length_runs(checkpoint: str, base: int, steps: int, work: Path) -> list[dict]:
-    rows = []
-    for multiple in (1, 4, 16):
-        frames = 1 + (base - 1) * multiple
-        out = json.loads(run("sample", f"checkpoint={checkpoint}", "long=true", "prompt=a red circle moving right",
-                             f"num_frames={frames}", f"steps={steps}", f"out_dir={work / f'len{multiple}'}"))
-        rows.append({"multiple": multiple, "frames": frames, "peak_rss_mb": out["peak_rss_mb"],
-                     "seconds_per_frame": out["seconds_per_frame"],
-                     "steady_seconds_per_frame": out["steady_seconds_per_frame"]})
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
+def length_runs(checkpoint: str, base: int, steps: int, work: Path, repeats: int = 3) -> list[dict]:
+    """Each length `repeats` times, the lengths taken in turn (1x, 4x, 16x, 1x, ...) so that a slow spell of the
+    machine falls on all of them; a row holds the median of each measurement and every run's."""
+    from statistics import median
+
+    multiples = (1, 4, 16)
+    runs: dict = {m: [] for m in multiples}
+    for _ in range(repeats):
+        for multiple in multiples:
+            frames = 1 + (base - 1) * multiple
+            out = json.loads(run("sample", f"checkpoint={checkpoint}", "long=true",
+                                 "prompt=a red circle moving right", f"num_frames={frames}", f"steps={steps}",
+                                 f"out_dir={work / f'len{multiple}'}"))
+            runs[multiple].append({key: out[key] for key in ("peak_rss_mb", "seconds_per_frame",
+                                                             "steady_seconds_per_frame")})
+            print(json.dumps({"multiple": multiple, **runs[multiple][-1]}), flush=True)
+    return [{"multiple": m, "frames": 1 + (base - 1) * m,
+             **{key: median(r[key] for r in runs[m]) for key in runs[m][0]}, "runs": runs[m]} for m in multiples]
 
 
 def oracle_runs(checkpoint: str, base: int, steps: int, videos: int, work: Path) -> dict:
@@ -111,6 +120,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--videos", type=int, default=18)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each length (medians are reported)")
     parser.add_argument("--skip-oracle", action="store_true")
     parser.add_argument("--skip-lengths", action="store_true", help="only the oracle part")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -121,7 +131,7 @@ def main() -> None:
     base = clip_frames(args.checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        lengths = [] if args.skip_lengths else length_runs(args.checkpoint, base, args.steps, work)
+        lengths = [] if args.skip_lengths else length_runs(args.checkpoint, base, args.steps, work, args.repeats)
         oracle = None if args.skip_oracle else oracle_runs(args.checkpoint, base, args.steps, args.videos, work)
     result = {"checkpoint": args.checkpoint, "steps": args.steps, "settings": args.set, "training_frames": base,
               "lengths": lengths}
