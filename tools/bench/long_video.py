@@ -134,7 +134,7 @@ def main() -> None:
         lengths = [] if args.skip_lengths else length_runs(args.checkpoint, base, args.steps, work, args.repeats)
         oracle = None if args.skip_oracle else oracle_runs(args.checkpoint, base, args.steps, args.videos, work)
     result = {"checkpoint": args.checkpoint, "steps": args.steps, "settings": args.set, "training_frames": base,
-              "lengths": lengths}
+              "command": " ".join(["python", "tools/bench/long_video.py", *sys.argv[1:]]), "lengths": lengths}
     if lengths:
         one, sixteen = lengths[0], lengths[-1]
         result.update({
