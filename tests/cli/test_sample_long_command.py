@@ -162,13 +162,24 @@ def test_an_opening_checkpoint_draws_the_first_frame_of_chunk_by_chunk_generatio
     assert sample_settings(stored, opening="none").opening is None and sample_settings(pipeline.cfg).opening is None
 
 
-def test_an_opening_must_be_a_whole_clip_dit(causal_checkpoint, tmp_path):
+def test_an_opening_must_be_a_whole_clip_dit_of_the_same_latents(causal_checkpoint, tmp_path):
+    import torch
+
+    from reel.autoencoders import load_autoencoder, save_autoencoder
+    from reel.autoencoders.checkpoint import read_autoencoder_config
     from reel.errors import ReelError
-    from reel.sample.pipeline import TextToVideoPipeline
+    from reel.sample.pipeline import TextToVideoPipeline, check_opening
 
     pipeline = TextToVideoPipeline.from_checkpoint(causal_checkpoint)
     with pytest.raises(ReelError, match="sample.opening=.*a block-causal DiT"):
         pipeline.opening_pipeline(str(causal_checkpoint))
+    check_opening("bundled:demo_dit", "bundled:demo_ae_light")  # another decoder of the same latents
+    other = load_autoencoder("bundled:demo_ae")
+    other.set_latent_stats(torch.zeros(16), torch.ones(16))
+    save_autoencoder(other, tmp_path / "other", read_autoencoder_config("bundled:demo_ae"))
+    with pytest.raises(ReelError, match=f"sample.opening=bundled:demo_dit: trained on autoencoder bundled:demo_ae, "
+                                        f"whose latents differ from those of {tmp_path / 'other'}"):
+        check_opening("bundled:demo_dit", str(tmp_path / "other"))
     result = run_reel("sample", f"checkpoint={causal_checkpoint}", "long=true", "prompt=a red circle moving left",
                       "sample.opening=/no/such", f"out_dir={tmp_path / 'out'}", "steps=1", *QUIET)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
@@ -182,7 +193,12 @@ def test_a_long_video_records_its_opening(causal_checkpoint, tmp_path):
                       "num_frames=17", "sample.opening=bundled:demo_dit", f"out_dir={out}", "steps=1", *QUIET)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((out / "manifest.jsonl").read_text())["opening"] == "bundled:demo_dit"
-    assert read_video(out / "000000.mp4").shape[0] == 17
+    result = run_reel("sample", f"checkpoint={causal_checkpoint}", "long=true", "prompt=a red circle moving left",
+                      "num_frames=17", f"out_dir={tmp_path / 'none'}", "steps=1", *QUIET)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "none" / "manifest.jsonl").read_text())["opening"] is None
+    opened, plain = read_video(out / "000000.mp4"), read_video(tmp_path / "none" / "000000.mp4")
+    assert opened.shape[0] == 17 and not np.array_equal(opened[:1], plain[:1])  # another first frame
 
 
 def test_the_bundled_causal_models_stored_opening_applies_unless_turned_off(tmp_path):
