@@ -31,7 +31,7 @@ def test_the_bundled_light_decoder_reads_the_demo_latents():
     from reel.autoencoders.checkpoint import load_autoencoder, read_autoencoder_config, same_latent_space
     from reel.data.oracle import score_frames
     from reel.data.shapes import render_clip
-    from reel.data.video_io import to_uint8
+    from reel.data.video_io import to_tensor, to_uint8
 
     assert same_latent_space("bundled:demo_ae_light", "bundled:demo_ae")
     light_cfg, full_cfg = (read_autoencoder_config(f"bundled:{name}") for name in ("demo_ae_light", "demo_ae"))
@@ -39,7 +39,6 @@ def test_the_bundled_light_decoder_reads_the_demo_latents():
     encoder, light = load_autoencoder("bundled:demo_ae"), load_autoencoder("bundled:demo_ae_light")
     for index, shape in enumerate(("circle", "square", "triangle")):
         clip = render_clip(11, index, 64, 64, 17, labels={"color": "red", "shape": shape, "direction": "left"})
-        x = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
         with torch.no_grad():
-            frames = to_uint8(light.decode(encoder.encode(x)).clamp(-1, 1)[0])
+            frames = to_uint8(light.decode(encoder.encode(to_tensor(clip.frames)[None])).clamp(-1, 1)[0])
         assert score_frames(frames) == {"color": "red", "shape": shape, "direction": "left"}

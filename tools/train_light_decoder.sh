@@ -66,9 +66,9 @@ distil "$RUN_DIR/distil2" "$RUN_DIR/distil/autoencoder" "$RUN_DIR/latents_studen
 latents "$RUN_DIR/latents_student2" "$STUDENT2" 200000
 # one data=latents folder holding both students' shards (links; the index lists them in order)
 .venv/bin/python - "$RUN_DIR/latents_mix" "$RUN_DIR/latents_student" "$RUN_DIR/latents_student2" <<'PY'
-import json, os, sys
+import os, sys
 from pathlib import Path
-from reel.data.latent_shards import CAPTIONS_FILE, FORMAT, INDEX_FILE, check_shards_match, read_index, shard_name
+from reel.data.latent_shards import CAPTIONS_FILE, check_shards_match, read_index, shard_name, write_index
 out, sources = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
 out.mkdir(parents=True, exist_ok=True)
 shards, captions, info = [], [], None
@@ -83,8 +83,7 @@ for src in sources:
         shards.append({"file": name, "count": shard["count"]})
     captions += (src / CAPTIONS_FILE).read_text().splitlines()
 (out / CAPTIONS_FILE).write_text("\n".join(captions) + "\n")
-(out / INDEX_FILE).write_text(json.dumps({"format": FORMAT, "count": len(captions), "shards": shards, **info,
-                                          "sampled_by": [str(s) for s in sources]}, indent=1))
+write_index(out, len(captions), shards, {**info, "sampled_by": [str(s) for s in sources]})
 PY
 distil "$RUN_DIR/distil3" "$RUN_DIR/distil2/autoencoder" "$RUN_DIR/latents_mix" 5e-5 10
 

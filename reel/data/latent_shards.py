@@ -66,11 +66,17 @@ class LatentShardWriter:
         with open(self.out_dir / CAPTIONS_FILE, "w") as f:
             for row in self.rows:
                 f.write(json.dumps(row) + "\n")
-        index = {"format": FORMAT, "count": len(self.rows), "shards": self.shards, **info}
-        tmp = self.out_dir / f".{INDEX_FILE}.tmp"
-        tmp.write_text(json.dumps(index, indent=1))
-        os.replace(tmp, self.out_dir / INDEX_FILE)
-        return self.out_dir
+        return write_index(self.out_dir, len(self.rows), self.shards, info)
+
+
+def write_index(out_dir, count: int, shards: list[dict], info: dict) -> Path:
+    """The folder's index (atomically, last: a folder without one is incomplete): `count` clips in `shards`
+    ({"file", "count"} in order), with `info` (the autoencoder and text encoder identities, clip size, ...)."""
+    out_dir = Path(out_dir)
+    tmp = out_dir / f".{INDEX_FILE}.tmp"
+    tmp.write_text(json.dumps({"format": FORMAT, "count": count, "shards": shards, **info}, indent=1))
+    os.replace(tmp, out_dir / INDEX_FILE)
+    return out_dir
 
 
 def read_index(folder) -> dict:
